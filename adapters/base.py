@@ -1,0 +1,151 @@
+"""The adapter interface: how a model is asked.
+
+An adapter gets typed :class:`Sample` objects (never tuples or a handle into
+the dataset) and returns free-text answers. It declares which inputs it uses
+and an ``Options`` dataclass that ``--model-args k=v,...`` fills with type
+checks. Adapters register by name; outside packages add theirs through the
+``unibench.adapters`` entry-point group.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from unibench.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unibench.tasks.base import TaskData
+
+INPUT_KINDS = ("video", "face", "audio", "subtitle")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One question to a model."""
+
+    name: str
+    task: str
+    question: str
+    subtitle: str = ""
+    video: Path | None = None
+    audio: Path | None = None
+    face: Path | None = None
+
+
+@dataclass
+class AnswerSet:
+    """The answers of one model run (one answer file) for one task.
+
+    ``ov_labels`` holds prompt A's raw answers (a label-list string per
+    sample) and ``sentiments`` prompt B's, when they exist already (the
+    authors' ``-openset.npz`` files, or an earlier extraction).
+    """
+
+    label: str
+    answers: dict[str, str]
+    source: str
+    ov_labels: dict[str, str] | None = None
+    sentiments: dict[str, str] | None = None
+    extraction_source: str = ""
+    ov_source: str = ""
+    sentiment_source: str = ""
+    warnings: list[str] = field(default_factory=list)
+    order: int = 0  # position among the task's answer files (for --select last)
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Adapter:
+    """Base class. Subclasses set ``name``, ``inputs``, ``Options`` and implement ``answer``.
+
+    A replaying adapter implements ``answer_sets`` instead and returns the
+    answers that already exist for a task.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    # identity ------------------------------------------------------------
+    def model_id(self) -> str:
+        """The model's name in results and the leaderboard."""
+        return getattr(self.options, "name", None) or self.name
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the answers: adapter name and its arguments."""
+        opts = dataclasses.asdict(self.options) if dataclasses.is_dataclass(self.options) else {}
+        return {"adapter": self.name, "args": {k: str(v) for k, v in opts.items()}}
+
+    @classmethod
+    def status(cls) -> str:
+        """'ready', or why it cannot run here (missing package, ...)."""
+        return "ready"
+
+    # answering -----------------------------------------------------------
+    def answer_sets(self, task: "TaskData") -> list[AnswerSet] | None:
+        """Existing answers for a task (replay); None means 'run inference'."""
+        return None
+
+    def answer(self, samples: list[Sample]) -> list[str]:
+        raise NotImplementedError(f"adapter '{self.name}' does not generate answers")
+
+
+ADAPTERS: dict[str, type[Adapter]] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_adapter(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator: make an adapter available by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    ADAPTERS[cls.name] = cls
+    return cls
+
+
+def _load_builtin_and_plugins() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from unibench.adapters import catalog  # noqa: F401  registers the built-in adapters
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="unibench.adapters"):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not break the harness
+            import sys
+
+            print(f"warning: adapter plug-in '{ep.name}' failed to load: {exc}", file=sys.stderr)
+            continue
+        if isinstance(obj, type) and issubclass(obj, Adapter) and obj.name not in ADAPTERS:
+            ADAPTERS[obj.name] = obj
+
+
+def available_adapters() -> dict[str, type[Adapter]]:
+    _load_builtin_and_plugins()
+    return dict(ADAPTERS)
+
+
+def get_adapter(name: str) -> type[Adapter]:
+    adapters = available_adapters()
+    if name not in adapters:
+        raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(adapters))}; see --list-models)")
+    return adapters[name]
+
+
+def make_adapter(name: str, args: str | None) -> Adapter:
+    from unibench.modelargs import build_options
+
+    cls = get_adapter(name)
+    options = build_options(cls.Options, args, "--model-args", owner=f"model '{name}'")
+    return cls(options)

@@ -1,0 +1,1 @@
+"""Metrics: label parsing, the emotion-wheel lexicon, scores, extraction."""

@@ -1,0 +1,73 @@
+"""Extraction: free text -> emotion labels (prompt A) -> sentiment (prompt B).
+
+An :class:`Extractor` turns a batch of answers into prompt-A label-list
+strings and a batch of those into prompt-B sentiment words. Backends (LLM
+servers, local models, the offline lexicon matcher) register by name and are
+chosen with ``--extractor NAME --extractor-args k=v,...``. A failed sample is
+``None``: it is counted and listed in the results, never a crash.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+from unibench.errors import UserError
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Extractor:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    # False for extractors that are not the published LLM protocol: results say so.
+    paper_protocol: ClassVar[bool] = True
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    def identity(self) -> dict[str, Any]:
+        """Backend, model, decoding, prompt hashes: recorded in every result."""
+        return {"backend": self.name}
+
+    def extract_ov(self, texts: Sequence[str]) -> list[str | None]:
+        raise NotImplementedError
+
+    def extract_sentiment(self, ov_answers: Sequence[str]) -> list[str | None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release models, servers, caches."""
+
+
+EXTRACTORS: dict[str, type[Extractor]] = {}
+
+
+def register_extractor(cls: type[Extractor]) -> type[Extractor]:
+    EXTRACTORS[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    try:
+        from unibench.metrics import backends  # noqa: F401  registers built-in extractors
+    except ImportError:
+        pass
+
+
+def make_extractor(name: str, args: str | None, **context: Any) -> Extractor:
+    from unibench.modelargs import build_options
+
+    _load_builtin()
+    if name not in EXTRACTORS:
+        known = ", ".join(sorted(EXTRACTORS)) or "none installed"
+        raise UserError(f"unknown extractor '{name}' (known: {known})")
+    cls = EXTRACTORS[name]
+    options = build_options(cls.Options, args, "--extractor-args", owner=f"extractor '{name}'")
+    ext = cls(options)
+    for key, value in context.items():  # e.g. lexicon, cache settings
+        setattr(ext, key, value)
+    return ext

@@ -1,0 +1,254 @@
+"""The emotion-wheel (EW) lexicon: load, compile, cache, map labels.
+
+A lexicon folder holds ``format.csv`` (surface forms of each word),
+``synonym.xlsx`` (eight LLM runs of synonyms) and ``wheel1..5.xlsx`` (three
+levels per wheel). Building the three mappings from the spreadsheets takes
+about a second, so the result is compiled once into a JSON cache keyed by the
+sha256 of the lexicon files; that hash goes into every result.
+
+Mapping a label follows the published ``case3`` rule exactly, artefacts
+included (``neutral`` maps to nothing, ``fear`` lands on ``happy`` on wheel 2).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from unibench.errors import UserError
+from unibench.metrics.labels import string_to_list
+
+WHEELS = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
+LEVELS = ("level1", "level2")
+LEXICON_FILES = ("format.csv", "synonym.xlsx") + tuple(f"{w}.xlsx" for w in WHEELS)
+CACHE_VERSION = 1
+
+
+def lexicon_hash(folder: Path) -> str:
+    """sha256 over the lexicon files' names and contents."""
+    digest = hashlib.sha256()
+    for name in LEXICON_FILES:
+        path = folder / name
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("UNIBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "unibench")
+    return Path(base)
+
+
+# ---------------------------------------------------------------- building
+
+def _read_wheel(path: Path) -> dict[str, dict[str, list[str]]]:
+    """level1 -> level2 -> [level3]; blank cells repeat the last value above."""
+    import pandas as pd
+
+    df = _read_excel(path, ["level1", "level2", "level3"])
+    tree: dict[str, dict[str, list[str]]] = {}
+    l1 = l2 = l3 = ""
+    for r1, r2, r3 in zip(df["level1"], df["level2"], df["level3"]):
+        if not pd.isna(r1):
+            l1 = r1
+        if not pd.isna(r2):
+            l2 = r2
+        if not pd.isna(r3):
+            l3 = r3
+        l1, l2, l3 = str(l1).lower().strip(), str(l2).lower().strip(), str(l3).lower().strip()
+        tree.setdefault(l1, {}).setdefault(l2, []).append(l3)
+    return tree
+
+
+def _read_excel(path: Path, columns: Sequence[str]):
+    import pandas as pd
+
+    try:
+        df = pd.read_excel(path)
+    except Exception as exc:  # openpyxl raises many types for a broken file
+        raise UserError(f"{path}: cannot read spreadsheet ({exc})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def wheel_map(tree: dict[str, dict[str, list[str]]], level: str) -> dict[str, str]:
+    """Every word of one wheel -> its level-1 (or level-2) word; later entries win, as published."""
+    out: dict[str, str] = {}
+    for l1, children in tree.items():
+        out[l1] = l1 if level == "level1" else sorted(children)[0]
+        for l2, leaves in children.items():
+            out[l2] = l1 if level == "level1" else l2
+            for l3 in leaves:
+                out[l3] = l1 if level == "level1" else l2
+    return out
+
+
+def read_format2raws(path: Path) -> dict[str, list[str]]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read CSV ({exc})") from None
+    for col in ("name", "format"):
+        if col not in df.columns:
+            raise UserError(f"{path}: missing column '{col}'")
+    out: dict[str, list[str]] = {}
+    for raw, forms in zip(df["name"], df["format"]):
+        for form in string_to_list(forms):
+            out.setdefault(form, []).append(raw)
+        out.setdefault(raw, []).append(raw)
+    return out
+
+
+def read_raw_mapping(path: Path, runs: int = 8) -> dict[str, list[str]]:
+    """Synonym -> wheel words, the union of the eight LLM runs."""
+    import pandas as pd
+
+    columns = [f"{kind}_run{r}" for r in range(1, runs + 1) for kind in ("word", "synonym")]
+    df = _read_excel(path, columns)
+    merged: dict[str, set[str]] = {}
+    order: list[str] = []
+    for r in range(1, runs + 1):
+        for word, synonyms in zip(df[f"word_run{r}"], df[f"synonym_run{r}"]):
+            if pd.isna(word):
+                continue
+            word = str(word).strip().lower()
+            for key in [word] + [s.strip().lower() for s in string_to_list(synonyms)]:
+                if key not in merged:
+                    merged[key] = set()
+                    order.append(key)
+                merged[key].add(word)
+    return {k: sorted(merged[k]) for k in order}
+
+
+def build_mappings(folder: Path) -> dict:
+    """Read the spreadsheets and build everything the scorers need."""
+    format2raws = read_format2raws(folder / "format.csv")
+    raw_mapping = read_raw_mapping(folder / "synonym.xlsx")
+    wheels = {w: _read_wheel(folder / f"{w}.xlsx") for w in WHEELS}
+    maps = {f"{w}/{lvl}": wheel_map(wheels[w], lvl) for w in WHEELS for lvl in LEVELS}
+    # Pre-map every known surface form once: scoring is then a dict lookup.
+    table: dict[str, list[str]] = {}
+    for label in format2raws:
+        candidates = sorted(raw for f in format2raws[label] for raw in raw_mapping.get(f, ()))
+        row = []
+        for key in (f"{w}/{lvl}" for lvl in LEVELS for w in WHEELS):
+            m = maps[key]
+            row.append(next((m[c] for c in candidates if c in m), ""))
+        table[label] = row
+    return {
+        "version": CACHE_VERSION,
+        "format2raws": format2raws,
+        "raw_mapping": raw_mapping,
+        "wheels": {w: wheels[w] for w in WHEELS},
+        "table": table,
+    }
+
+
+# ---------------------------------------------------------------- the lexicon
+
+@dataclass
+class Lexicon:
+    """A compiled emotion-wheel lexicon."""
+
+    folder: Path
+    sha256: str
+    format2raws: dict[str, list[str]]
+    raw_mapping: dict[str, list[str]]
+    wheels: dict[str, dict[str, dict[str, list[str]]]]
+    table: dict[str, list[str]]
+    cache_path: Path | None = None
+    _maps: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]
+
+    def map_label(self, label: str, wheel: int, level: str = "level1") -> str:
+        """One label (already lower-cased and stripped) -> its wheel word, or ''."""
+        row = self.table.get(label)
+        if row is None:
+            return ""
+        return row[(wheel - 1) + (5 if level == "level2" else 0)]
+
+    def map_labels(self, labels: Iterable[str], wheel: int, level: str = "level1") -> set[str]:
+        """A list of labels -> the set of surviving wheel words (lower/strip first)."""
+        idx = (wheel - 1) + (5 if level == "level2" else 0)
+        out = set()
+        for label in labels:
+            row = self.table.get(label.lower().strip())
+            if row is not None and row[idx]:
+                out.add(row[idx])
+        return out
+
+    def wheel_map(self, wheel: int, level: str = "level1") -> dict[str, str]:
+        key = (wheel, level)
+        if key not in self._maps:
+            self._maps[key] = wheel_map(self.wheels[f"wheel{wheel}"], level)
+        return self._maps[key]
+
+    def vocabulary(self) -> list[str]:
+        """Every surface form the lexicon knows (keys of format2raws)."""
+        return list(self.table)
+
+    def explain(self, label: str, wheel: int, level: str = "level1") -> dict:
+        """Why a label maps where it does: its forms, candidate wheel words and the result."""
+        label = label.lower().strip()
+        raws = self.format2raws.get(label, [])
+        candidates = sorted(c for f in raws for c in self.raw_mapping.get(f, ()))
+        m = self.wheel_map(wheel, level)
+        chosen = next((c for c in candidates if c in m), "")
+        return {"label": label, "forms": raws, "candidates": candidates, "via": chosen,
+                "result": m.get(chosen, "") if chosen else ""}
+
+
+def resolve_lexicon_dir(value: str | None) -> Path:
+    value = value or os.environ.get("UNIBENCH_LEXICON")
+    if not value:
+        raise UserError("no emotion-wheel lexicon given: pass --lexicon DIR or set UNIBENCH_LEXICON "
+                        "(a folder with format.csv, synonym.xlsx, wheel1..5.xlsx; "
+                        "'run_bench lexicon fetch' downloads the official one)")
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"lexicon folder not found: {folder}")
+    missing = [n for n in LEXICON_FILES if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"lexicon folder {folder} lacks {', '.join(missing)}")
+    return folder
+
+
+def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_cache: bool = True) -> Lexicon:
+    """Load a lexicon folder, from the compiled cache when its hash matches."""
+    folder = resolve_lexicon_dir(str(folder) if folder else None)
+    sha = lexicon_hash(folder)
+    cache_dir = cache_dir or default_cache_dir() / "lexicon"
+    cache_path = cache_dir / f"{sha}.json"
+    data = None
+    if use_cache and cache_path.is_file():
+        try:
+            with open(cache_path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if data.get("version") != CACHE_VERSION:
+                data = None
+        except (OSError, ValueError):
+            data = None  # a broken cache is rebuilt, never trusted
+    if data is None:
+        data = build_mappings(folder)
+        if use_cache:
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    json.dump(data, fh, ensure_ascii=False)
+                os.replace(tmp, cache_path)
+            except OSError:
+                pass  # read-only cache dir: work uncached
+    return Lexicon(folder=folder, sha256=sha, format2raws=data["format2raws"], raw_mapping=data["raw_mapping"],
+                   wheels=data["wheels"], table=data["table"], cache_path=cache_path if use_cache else None)

@@ -1,0 +1,136 @@
+"""Paper-mode scores: hit rate, sentiment WAF/accuracy, open-vocabulary F/P/R.
+
+Each wheel-based score is computed per wheel (1-5) and averaged, as published.
+Functions take plain dicts ``name -> value`` and return a :class:`TaskScore`
+holding the headline numbers, the per-wheel numbers and per-sample rows for
+error analysis. scikit-learn is the reference for the sentiment scores (see
+the tests); a small exact re-implementation is used here because importing
+``sklearn.metrics`` costs over a second, more than a whole replay run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from unibench.metrics.labels import normalise_labels, sentiment_value
+from unibench.metrics.lexicon import Lexicon
+
+WHEEL_IDS = (1, 2, 3, 4, 5)
+
+
+@dataclass
+class TaskScore:
+    metrics: dict[str, float]                       # headline numbers, 0-1
+    per_wheel: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
+             level: str = "level1") -> TaskScore:
+    """Basic tasks: per wheel, mean |mapped gt ∩ mapped prediction| over samples whose gt maps."""
+    per_wheel: dict[str, dict[str, float]] = {}
+    rows = {name: {"name": name, "gt": gt[name], "pred": normalise_labels(pred.get(name))} for name in gt}
+    for w in WHEEL_IDS:
+        hits = []
+        for name, row in rows.items():
+            g = lexicon.map_labels(normalise_labels(gt[name]), w, level)
+            p = lexicon.map_labels(row["pred"], w, level)
+            row[f"gt_w{w}"] = "|".join(sorted(g))
+            row[f"pred_w{w}"] = "|".join(sorted(p))
+            if not g:
+                row[f"hit_w{w}"] = ""
+                continue
+            h = len(g & p)
+            row[f"hit_w{w}"] = h
+            hits.append(h)
+        per_wheel[f"wheel{w}"] = {"hit_rate": _mean(hits), "n_scored": len(hits)}
+    score = _mean([v["hit_rate"] for v in per_wheel.values()])
+    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=list(rows.values()),
+                     counts={"n_samples": len(rows)})
+
+
+def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
+    """sklearn's f1_score(average='weighted') for labels that are booleans."""
+    total = len(y_true)
+    if total == 0:
+        return 0.0
+    out = 0.0
+    for cls in (False, True):
+        tp = sum(1 for t, p in zip(y_true, y_pred) if t == cls and p == cls)
+        fp = sum(1 for t, p in zip(y_true, y_pred) if t != cls and p == cls)
+        fn = sum(1 for t, p in zip(y_true, y_pred) if t == cls and p != cls)
+        support = tp + fn
+        denom = 2 * tp + fp + fn
+        if support and denom:
+            out += support * (2 * tp / denom)
+    return out / total
+
+
+def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels: Mapping[str, Any] | None = None
+                     ) -> TaskScore:
+    """Sentiment tasks: WAF and accuracy on samples whose gt valence is not 0.
+
+    Prompt B's answer is positive=1, negative=-1, neutral=0; anything else is
+    0 (counted as a warning). Then y = gt > 0 and ŷ = pred > 0, so a
+    'neutral' prediction counts as negative, as published.
+    """
+    y_true, y_pred, rows = [], [], []
+    unparsed = []
+    for name, val in gt.items():
+        answer = pred.get(name)
+        value = sentiment_value(answer)
+        if value is None:
+            unparsed.append(name)
+            value = 0
+        kept = float(val) != 0
+        row = {"name": name, "gt": float(val), "ov_labels": "" if ov_labels is None else ov_labels.get(name, ""),
+               "sentiment": answer if answer is not None else "", "pred": value, "kept": int(kept)}
+        if kept:
+            y_true.append(float(val) > 0)
+            y_pred.append(value > 0)
+            row["correct"] = int(y_true[-1] == y_pred[-1])
+        else:
+            row["correct"] = ""
+        rows.append(row)
+    acc = _mean([1.0 if t == p else 0.0 for t, p in zip(y_true, y_pred)])
+    warnings = []
+    if unparsed:
+        warnings.append(f"{len(unparsed)} sentiment answer(s) are not positive/negative/neutral and count as 0 "
+                        f"(e.g. {unparsed[0]}: {pred.get(unparsed[0])!r})")
+    return TaskScore(metrics={"waf": weighted_f1(y_true, y_pred), "accuracy": acc}, samples=rows,
+                     counts={"n_samples": len(rows), "n_scored": len(y_true), "n_unparsed_sentiment": len(unparsed)},
+                     warnings=warnings)
+
+
+def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, level: str = "level1") -> TaskScore:
+    """Open vocabulary: per wheel mean precision and recall, F from the means; then mean over wheels."""
+    per_wheel: dict[str, dict[str, float]] = {}
+    rows = {name: {"name": name, "gt": "|".join(normalise_labels(gt[name])),
+                   "pred": normalise_labels(pred.get(name))} for name in gt}
+    for w in WHEEL_IDS:
+        precisions, recalls = [], []
+        for name, row in rows.items():
+            g = lexicon.map_labels(normalise_labels(gt[name]), w, level)
+            p = lexicon.map_labels(row["pred"], w, level)
+            row[f"gt_w{w}"] = "|".join(sorted(g))
+            row[f"pred_w{w}"] = "|".join(sorted(p))
+            if not g:
+                row[f"precision_w{w}"] = row[f"recall_w{w}"] = ""
+                continue
+            inter = len(g & p)
+            prec = inter / len(p) if p else 0.0
+            rec = inter / len(g) if p else 0.0
+            row[f"precision_w{w}"], row[f"recall_w{w}"] = prec, rec
+            precisions.append(prec)
+            recalls.append(rec)
+        P, R = _mean(precisions), _mean(recalls)
+        F = 2 * P * R / (P + R) if P + R else 0.0
+        per_wheel[f"wheel{w}"] = {"fscore": F, "precision": P, "recall": R, "n_scored": len(precisions)}
+    metrics = {k: _mean([v[k] for v in per_wheel.values()]) for k in ("fscore", "precision", "recall")}
+    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=list(rows.values()), counts={"n_samples": len(rows)})

@@ -1,0 +1,209 @@
+"""Task definitions as data, and the loader for the folder layout the benchmark ships."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unibench.errors import UserError
+
+AFFECTGPT_QUESTION = "Please recognize all possible emotional states of the character."
+
+FAMILY_METRIC = {"basic": "hit_rate", "sentiment": "waf", "ov": "fscore"}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One benchmark task (spec §1). Plain data: the loader below does the rest."""
+
+    id: str
+    folder: str
+    gt_file: str
+    gt_key: str                       # npz key, or 'name,openset' columns for csv
+    expected_count: int
+    gt_kind: str                      # emo_str | emo_index | val | openset
+    family: str                       # basic | sentiment | ov
+    subtitle_file: str
+    subtitle_column: str = "english"
+    split: str = "all"                # all | session5
+    emotions: tuple[str, ...] = ()    # for emo_index
+    media: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (kind, folder, extensions)
+    question: str = AFFECTGPT_QUESTION
+
+    @property
+    def primary_metric(self) -> str:
+        return FAMILY_METRIC[self.family]
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the definition: enters cache keys and results."""
+        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    root: Path                        # <data-root>/<folder>
+    gt: dict[str, Any]                # name -> emo word | valence | list of words
+    warnings: list[str] = field(default_factory=list)
+    _subtitles: dict[str, str] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.gt)
+
+    def subtitles(self) -> dict[str, str]:
+        """name -> subtitle ('' when absent). Read on first use: scoring never needs it."""
+        if self._subtitles is None:
+            self._subtitles = read_subtitles(self.root / self.spec.subtitle_file, self.spec.subtitle_column)
+        return self._subtitles
+
+    def media_path(self, name: str, kind: str) -> Path | None:
+        """The first existing media file of this kind for a sample, else None."""
+        for k, folder, exts in self.spec.media:
+            if k != kind:
+                continue
+            for ext in exts:
+                path = self.root / folder / f"{name}{ext}"
+                if path.exists():
+                    return path
+        return None
+
+    def media_candidates(self, kind: str) -> list[str]:
+        return [f"{folder}/<name>{'|'.join(exts)}" for k, folder, exts in self.spec.media if k == kind]
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    TASKS[spec.id] = spec
+    return spec
+
+
+def get_task(task_id: str) -> TaskSpec:
+    try:
+        return TASKS[task_id.lower()]
+    except KeyError:
+        raise UserError(f"unknown task '{task_id}' (known: {', '.join(TASKS)}, or 'all')") from None
+
+
+def resolve_tasks(value: str) -> list[TaskSpec]:
+    if value.strip().lower() == "all":
+        return list(TASKS.values())
+    out = []
+    for part in value.split(","):
+        if part.strip():
+            spec = get_task(part.strip())
+            if spec not in out:
+                out.append(spec)
+    if not out:
+        raise UserError("--task is empty: give 'all' or a comma list of task ids")
+    return out
+
+
+def resolve_data_root(value: str | None) -> Path:
+    value = value or os.environ.get("UNIBENCH_DATA")
+    if not value:
+        raise UserError("no data root given: pass --data-root DIR or set UNIBENCH_DATA")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data root not found: {root}")
+    return root
+
+
+# ---------------------------------------------------------------- loading
+
+def read_subtitles(path: Path, column: str) -> dict[str, str]:
+    if not path.is_file():
+        raise UserError(f"subtitle file not found: {path}")
+    rows = read_csv_rows(path, required=("name", column))
+    return {r["name"]: (r.get(column) or "") for r in rows}
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Read a CSV strictly: UTF-8 (BOM allowed), the required columns present, every row well formed."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'})")
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise UserError(f"{path}: line {reader.line_num}: more fields than the header has")
+                rows.append(row)
+            return rows
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: malformed CSV ({exc})") from None
+
+
+def _load_npz_gt(spec: TaskSpec, path: Path) -> dict[str, Any]:
+    from unibench.safe_npz import load_npz
+
+    if not path.is_file():
+        raise UserError(f"[{spec.id}] ground-truth file not found: {path}")
+    corpus = load_npz(path, [spec.gt_key])[spec.gt_key]
+    if not isinstance(corpus, dict):
+        raise UserError(f"{path}: key '{spec.gt_key}' holds {type(corpus).__name__}, expected a dict name -> labels")
+    gt: dict[str, Any] = {}
+    field_name = "val" if spec.gt_kind == "val" else "emo"
+    for name, item in corpus.items():
+        if spec.split == "session5" and not (len(name) > 4 and name[4] == "5"):
+            continue
+        if not isinstance(item, dict) or field_name not in item:
+            raise UserError(f"{path}: key '{spec.gt_key}', sample '{name}': no '{field_name}' field")
+        value = item[field_name]
+        if spec.gt_kind == "emo_index":
+            try:
+                value = spec.emotions[int(value)]
+            except (ValueError, IndexError, TypeError):
+                raise UserError(f"{path}: sample '{name}': emo index {value!r} outside "
+                                f"{list(spec.emotions)}") from None
+        elif spec.gt_kind == "val":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{path}: sample '{name}': 'val' is not a number ({value!r})") from None
+        else:
+            value = str(value)
+        gt[str(name)] = value
+    return gt
+
+
+def _load_csv_gt(spec: TaskSpec, path: Path) -> dict[str, Any]:
+    from unibench.metrics.labels import string_to_list
+
+    if not path.is_file():
+        raise UserError(f"[{spec.id}] ground-truth file not found: {path}")
+    name_col, label_col = spec.gt_key.split(",")
+    gt: dict[str, Any] = {}
+    for row in read_csv_rows(path, required=(name_col, label_col)):
+        labels = string_to_list(row[label_col])
+        gt[row[name_col]] = labels if labels else ["neutral"]  # empty list means neutral (published loader)
+    return gt
+
+
+def load_task(spec: TaskSpec, data_root: Path, check_count: bool = True) -> TaskData:
+    root = data_root / spec.folder
+    if not root.is_dir():
+        raise UserError(f"[{spec.id}] task folder not found: {root}")
+    path = root / spec.gt_file
+    gt = _load_csv_gt(spec, path) if spec.gt_kind == "openset" else _load_npz_gt(spec, path)
+    task = TaskData(spec=spec, root=root, gt=gt)
+    if len(gt) != spec.expected_count:
+        msg = (f"[{spec.id}] {path} ({spec.gt_key}) holds {len(gt)} test samples, the protocol has "
+               f"{spec.expected_count}")
+        if check_count:
+            raise UserError(msg + " (pass --allow-count-mismatch to score anyway; results are then marked)")
+        task.warnings.append(msg)
+    return task

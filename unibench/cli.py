@@ -1,0 +1,233 @@
+"""`run_bench`: the command line.
+
+    run_bench --model replay --model-args path=DIR --task all --data-root D --lexicon L
+    run_bench --demo                      # offline demo suite, seconds, no GPU
+    run_bench --check-data --data-root D
+    run_bench --list-models | --list-tasks
+    run_bench report [--output DIR] [--paper]
+    run_bench lexicon audit|explain|fetch ...
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from unibench.errors import UserError
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_bench",
+        description="MER-UniBench: evaluate multimodal LLMs on emotion understanding "
+                    "(subcommands: 'report', 'lexicon audit|explain|fetch').")
+    p.add_argument("--model", help="adapter name (see --list-models), e.g. replay")
+    p.add_argument("--model-args", default="", help="k=v,k2=v2 for the adapter (quote values holding commas)")
+    p.add_argument("--task", default="all", help="'all' or a comma list of task ids (see --list-tasks)")
+    p.add_argument("--data-root", help="folder holding the task folders (default: $UNIBENCH_DATA)")
+    p.add_argument("--lexicon", help="emotion-wheel lexicon folder (default: $UNIBENCH_LEXICON)")
+    p.add_argument("--lexicon-cache", help="folder for the compiled lexicon (default: ~/.cache/unibench/lexicon)")
+    p.add_argument("--output", default="results", help="results folder (default: results/)")
+    p.add_argument("--select", default="best",
+                   help="which answer file makes the leaderboard row: best (the paper's best-of-N), last, "
+                        "or an answer file name")
+    p.add_argument("--level", choices=("level1", "level2"), default="level1",
+                   help="emotion-wheel level the labels are mapped to (paper: level1)")
+    p.add_argument("--extractor", help="extract labels from free text: vllm | hf | openai | lexicon")
+    p.add_argument("--extractor-args", default="", help="k=v,... for the extractor")
+    p.add_argument("--allow-count-mismatch", action="store_true",
+                   help="score even when a test split's size differs from the protocol (rows are flagged)")
+    p.add_argument("--paper", action="store_true", help="print the published MER-UniBench rows beside yours")
+    p.add_argument("--demo", action="store_true", help="run the bundled offline demo suite (invented data)")
+    p.add_argument("--check-data", action="store_true", help="report which tasks' data are present and valid")
+    p.add_argument("--list-models", action="store_true", help="list adapters and what each needs")
+    p.add_argument("--list-tasks", action="store_true", help="list the nine tasks")
+    return p
+
+
+def _select_mode(value: str) -> str:
+    return value if value in ("best", "last") else f"file:{value}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from unibench.adapters.base import make_adapter
+    from unibench.metrics.lexicon import load_lexicon
+    from unibench.results import format_table, read_paper_rows
+    from unibench.runner import RunConfig, run
+    from unibench.tasks import resolve_tasks
+    from unibench.tasks.base import resolve_data_root
+
+    if not args.model:
+        raise UserError("--model is required (or --demo, --check-data, --list-models); see run_bench --help")
+    tasks = resolve_tasks(args.task)
+    adapter = make_adapter(args.model, args.model_args)
+    data_root = resolve_data_root(args.data_root)
+    lexicon = load_lexicon(args.lexicon, cache_dir=Path(args.lexicon_cache) if args.lexicon_cache else None)
+    extractor = None
+    if args.extractor:
+        from unibench.metrics.extraction import make_extractor
+
+        extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon)
+    infer = None
+    if adapter.answer_sets.__func__ is type(adapter).__mro__[-2].answer_sets:  # generating adapter
+        try:
+            from unibench.inference import infer_task as infer
+        except ImportError:
+            infer = None
+    config = RunConfig(tasks=tasks, data_root=data_root, output=Path(args.output),
+                       select=_select_mode(args.select), level=args.level,
+                       allow_count_mismatch=args.allow_count_mismatch)
+    try:
+        rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
+    finally:
+        if extractor is not None:
+            extractor.close()
+    model = adapter.model_id()
+    mine = [r for r in rows if r["model"] == model]
+    shown = (read_paper_rows() + mine) if args.paper else rows
+    print(format_table(shown, highlight={model}))
+    print(f"\nleaderboard: {Path(args.output) / 'leaderboard.csv'}  (lexicon {lexicon.short_hash})")
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from unibench.tasks import resolve_tasks
+    from unibench.tasks.base import load_task, read_subtitles, resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    bad = 0
+    for spec in resolve_tasks(args.task):
+        folder = root / spec.folder
+        try:
+            task = load_task(spec, root, check_count=False)
+        except UserError as exc:
+            status = "missing" if "not found" in str(exc) else "invalid"
+            print(f"{spec.id:12s} {status:15s} {exc}")
+            bad += 1
+            continue
+        notes = []
+        if task.warnings:
+            status = "count mismatch"
+            notes.append(f"{len(task.gt)} samples in {folder / spec.gt_file} ({spec.gt_key}), "
+                         f"protocol {spec.expected_count}")
+            bad += 1
+        else:
+            status = "found"
+            notes.append(f"{len(task.gt)} samples")
+        try:
+            read_subtitles(folder / spec.subtitle_file, spec.subtitle_column)
+        except UserError as exc:
+            notes.append(f"subtitles: {exc}")
+        media = [f"{kind}: {'ok' if (folder / sub).is_dir() else 'no ' + sub + '/'}" for kind, sub, _ in spec.media]
+        notes.append("; ".join(media))
+        print(f"{spec.id:12s} {status:15s} " + "; ".join(notes))
+    return 1 if bad else 0
+
+
+def cmd_list_models() -> int:
+    from unibench.adapters.base import available_adapters
+
+    for name, cls in sorted(available_adapters().items()):
+        try:
+            status = cls.status()
+        except Exception as exc:  # status must never crash the listing
+            status = f"unavailable ({exc})"
+        inputs = ",".join(cls.inputs) or "-"
+        print(f"{name:18s} inputs={inputs:28s} {status:10s} {cls.description}")
+    return 0
+
+
+def cmd_list_tasks() -> int:
+    from unibench.tasks import TASKS
+
+    for spec in TASKS.values():
+        print(f"{spec.id:12s} {spec.family:9s} n={spec.expected_count:<5d} {spec.primary_metric:8s} "
+              f"{spec.folder}/{spec.gt_file} [{spec.gt_key}]")
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    from unibench.results import format_table, read_leaderboard, read_paper_rows
+
+    p = argparse.ArgumentParser(prog="run_bench report", description="print the leaderboard")
+    p.add_argument("--output", default="results")
+    p.add_argument("--paper", action="store_true", help="include the published rows")
+    args = p.parse_args(argv)
+    path = Path(args.output) / "leaderboard.csv"
+    rows = read_leaderboard(path)
+    if not rows and not args.paper:
+        raise UserError(f"no leaderboard at {path}: run a model first")
+    print(format_table((read_paper_rows() if args.paper else []) + rows, highlight={r["model"] for r in rows}))
+    return 0
+
+
+def cmd_lexicon(argv: list[str]) -> int:
+    from unibench.metrics import lexicon_tools
+    from unibench.metrics.lexicon import load_lexicon
+
+    p = argparse.ArgumentParser(prog="run_bench lexicon", description="inspect or fetch the emotion-wheel lexicon")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("audit", help="labels of the basic tasks that map to nothing or somewhere surprising")
+    a.add_argument("--lexicon")
+    a.add_argument("--level", choices=("level1", "level2"), default="level1")
+    e = sub.add_parser("explain", help="show how one label maps on each wheel")
+    e.add_argument("label")
+    e.add_argument("--lexicon")
+    e.add_argument("--level", choices=("level1", "level2"), default="level1")
+    f = sub.add_parser("fetch", help="download the official lexicon files (sha256-checked)")
+    f.add_argument("dest")
+    f.add_argument("--ref", default=lexicon_tools.DEFAULT_REF, help="upstream git ref")
+    f.add_argument("--base-url", default=lexicon_tools.UPSTREAM, help="URL template with {ref} and {file}")
+    args = p.parse_args(argv)
+    if args.cmd == "fetch":
+        dest = lexicon_tools.fetch(Path(args.dest), base_url=args.base_url, ref=args.ref)
+        print(f"lexicon written to {dest} (all sha256 checks passed)")
+        return 0
+    lex = load_lexicon(args.lexicon)
+    if args.cmd == "explain":
+        for w in range(1, 6):
+            info = lex.explain(args.label, w, args.level)
+            print(f"wheel{w}: {info['result'] or '(nothing)':12s} via {info['via'] or '-':14s} "
+                  f"forms={info['forms']} candidates={info['candidates'][:8]}")
+        return 0
+    findings = lexicon_tools.audit(lex, level=args.level)
+    print(f"lexicon {lex.folder} (sha256 {lex.short_hash}), {args.level}")
+    for f in findings:
+        print(f"{f['task']:12s} wheel{f['wheel']}  {f['kind']:9s} {f['label']:22s} {f['detail']}")
+    print(f"{len(findings)} finding(s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "lexicon":
+            return cmd_lexicon(argv[1:])
+        if argv and argv[0] == "report":
+            return cmd_report(argv[1:])
+        args = _main_parser().parse_args(argv)
+        if args.list_models:
+            return cmd_list_models()
+        if args.list_tasks:
+            return cmd_list_tasks()
+        if args.check_data:
+            return cmd_check_data(args)
+        if args.demo:
+            from unibench.demo import run_demo
+
+            return run_demo(args)
+        return cmd_run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The pipeline: tasks -> answers -> extraction -> scores -> results.
+
+``run`` checks everything it can before doing work (data, answers,
+extractions), so a bad input stops the run in seconds with one clear line.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from unibench import __version__
+from unibench.adapters.base import Adapter, AnswerSet
+from unibench.errors import UserError
+from unibench.metrics.lexicon import Lexicon
+from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
+from unibench.results import safe_name, update_leaderboard, write_json, write_samples_csv
+from unibench.tasks.base import TaskData, TaskSpec, load_task
+
+SENTIMENT_FAMILIES = ("sentiment",)
+
+
+@dataclass
+class RunConfig:
+    tasks: list[TaskSpec]
+    data_root: Path
+    output: Path
+    select: str = "best"                  # best | last | file:<name>
+    level: str = "level1"
+    allow_count_mismatch: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskOutcome:
+    task: str
+    summary: dict[str, Any]
+    warnings: list[str]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- extraction
+
+def needs(spec: TaskSpec) -> tuple[bool, bool]:
+    """(needs prompt-A labels, needs prompt-B sentiments)."""
+    return True, spec.family in SENTIMENT_FAMILIES
+
+
+def check_extractions(spec: TaskSpec, sets: list[AnswerSet], extractor: Any) -> None:
+    """Stop early when an extraction is missing and no extractor can make it."""
+    if extractor is not None:
+        return
+    want_ov, want_senti = needs(spec)
+    for s in sets:
+        stem = s.source[:-4] if s.source.endswith(".npz") else s.source.rsplit(".", 1)[0]
+        if want_ov and s.ov_labels is None:
+            raise UserError(f"[{spec.id}] no extracted labels for {s.source}: {stem}-openset.npz is missing; "
+                            "an extractor backend is needed (--extractor vllm|hf|openai|lexicon)")
+        if want_senti and s.sentiments is None:
+            raise UserError(f"[{spec.id}] no sentiment extraction for {s.source}: {stem}-openset-sentiment.npz "
+                            "is missing; an extractor backend is needed (--extractor vllm|hf|openai|lexicon)")
+
+
+# ---------------------------------------------------------------- scoring
+
+def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str]]:
+    """Per-sample gaps between the answer file and the test split: counted, never silent."""
+    gt_names = task.gt.keys()
+    warnings, flags = [], []
+    missing = [n for n in gt_names if n not in s.answers]
+    extra = [n for n in s.answers if n not in gt_names]
+    empty = [n for n in gt_names if n in s.answers and not s.answers[n].strip()]
+    if missing:
+        warnings.append(f"{len(missing)} test sample(s) have no answer in {s.source} (e.g. {missing[0]}); "
+                        "scored as empty predictions")
+        flags.append(f"missing-answers:{len(missing)}")
+    if extra:
+        warnings.append(f"{len(extra)} answer(s) in {s.source} are not in the test split (e.g. {extra[0]}); ignored")
+    if empty:
+        warnings.append(f"{len(empty)} empty answer(s) in {s.source} (e.g. {empty[0]})")
+        flags.append(f"empty-answers:{len(empty)}")
+    if s.ov_labels is not None:
+        gap = [n for n in gt_names if n not in s.ov_labels]
+        if gap and len(gap) != len(missing):
+            warnings.append(f"{len(gap)} test sample(s) lack extracted labels ({s.ov_source}; e.g. {gap[0]})")
+            flags.append(f"missing-extraction:{len(gap)}")
+    if s.sentiments is not None and task.spec.family in SENTIMENT_FAMILIES:
+        gap = [n for n in gt_names if n not in s.sentiments]
+        if gap and len(gap) != len(missing):
+            warnings.append(f"{len(gap)} test sample(s) lack a sentiment ({s.sentiment_source}; e.g. {gap[0]})")
+            flags.append(f"missing-sentiment:{len(gap)}")
+    return warnings, flags
+
+
+def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str = "level1") -> TaskScore:
+    ov = s.ov_labels or {}
+    family = task.spec.family
+    if family == "basic":
+        score = hit_rate(task.gt, ov, lexicon, level)
+    elif family == "sentiment":
+        score = sentiment_scores(task.gt, s.sentiments or {}, ov)
+    elif family == "ov":
+        score = ov_scores(task.gt, ov, lexicon, level)
+    else:  # pragma: no cover - TaskSpec families are fixed
+        raise UserError(f"[{task.spec.id}] unknown task family '{family}'")
+    for row in score.samples:
+        row["answer"] = s.answers.get(row["name"], "")
+        if family != "sentiment":
+            row["ov_raw"] = ov.get(row["name"], "")
+    return score
+
+
+def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, TaskScore, list[str]]],
+                   lexicon: Lexicon, level: str, task_flags: list[str]) -> dict[str, Any]:
+    metric = task.spec.primary_metric
+    files = []
+    for s, score, flags in results:
+        files.append({"label": s.label, "source": s.source, "order": s.order, "primary": score.metrics[metric],
+                      "metrics": score.metrics, "flags": flags,
+                      "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source}})
+    best = max(files, key=lambda f: (f["primary"], -f["order"]))
+    last = max(files, key=lambda f: f["order"])
+    return {
+        "task": task.spec.id, "model": model, "primary_metric": metric, "level": level,
+        "n_test": len(task.gt), "n_files": len(files), "files": files,
+        "best": best["label"], "last": last["label"],
+        "lexicon_sha256": lexicon.sha256, "task_fingerprint": task.spec.fingerprint,
+        "flags": task_flags,
+    }
+
+
+# ---------------------------------------------------------------- the run
+
+def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = None,
+        infer: Callable[..., AnswerSet] | None = None) -> list[dict[str, str]]:
+    """Run every task; write results; return the leaderboard rows."""
+    model = adapter.model_id()
+    model_dir = config.output / safe_name(model)
+    started = time.time()
+
+    # 1. Check data, answers and extractions for every task before scoring any.
+    prepared: list[tuple[TaskData, list[AnswerSet]]] = []
+    for spec in config.tasks:
+        task = load_task(spec, config.data_root, check_count=not config.allow_count_mismatch)
+        sets = adapter.answer_sets(task)
+        if sets is None:
+            if infer is None:
+                raise UserError(f"model '{adapter.name}' generates answers, which needs the inference runner")
+            sets = [infer(adapter, task, config)]
+        if not sets:
+            raise UserError(f"[{spec.id}] model '{model}' produced no answers")
+        check_extractions(spec, sets, extractor)
+        prepared.append((task, sets))
+
+    # 2. Extract where needed, score, write.
+    outcomes: list[TaskOutcome] = []
+    for task, sets in prepared:
+        spec = task.spec
+        task_dir = model_dir / spec.id
+        results = []
+        task_warnings = list(task.warnings)
+        task_flags = ["count-mismatch"] if task.warnings else []
+        for s in sets:
+            if extractor is not None:
+                from unibench.extract import fill_extractions  # lazy: only runs that extract need it
+
+                fill_extractions(s, spec, extractor, output_dir=task_dir)
+            warnings, flags = coverage_warnings(task, s)
+            score = score_answer_set(task, s, lexicon, config.level)
+            warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
+            if extractor is not None and not getattr(extractor, "paper_protocol", True):
+                flags.append(f"extractor:{extractor.name}")
+            base = task_dir / safe_name(s.label)
+            write_json(base.with_name(base.name + ".json"), {
+                "task": spec.id, "model": model, "answer_file": s.source, "label": s.label,
+                "primary_metric": spec.primary_metric, "primary": score.metrics[spec.primary_metric],
+                "metrics": score.metrics, "per_wheel": score.per_wheel, "counts": score.counts,
+                "level": config.level, "warnings": warnings, "flags": flags,
+                "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source,
+                               "extractor": extractor.identity() if extractor is not None else None},
+                "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
+                "task_fingerprint": spec.fingerprint,
+            })
+            write_samples_csv(base.with_name(base.name + ".samples.csv"), score.samples)
+            results.append((s, score, flags))
+            task_warnings.extend(warnings)
+        summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
+        write_json(task_dir / "summary.json", summary)
+        outcomes.append(TaskOutcome(spec.id, summary, task_warnings))
+        best = next(f for f in summary["files"] if f["label"] == summary["best"])
+        log(f"[{spec.id}] {len(sets)} answer file(s); best {spec.primary_metric} "
+            f"{best['primary'] * 100:.2f} ({best['label']})")
+        for w in dict.fromkeys(task_warnings):
+            log(f"  warning: {w}")
+
+    # 3. Metadata and the leaderboard.
+    import numpy
+
+    write_json(model_dir / "run.json", {
+        "command": config.command, "unibench": __version__, "python": platform.python_version(),
+        "numpy": numpy.__version__, "platform": platform.platform(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 3),
+        "model": model, "adapter": adapter.describe(),
+        "tasks": {o.task: {"fingerprint": next(t.spec.fingerprint for t, _ in prepared if t.spec.id == o.task),
+                           "best": o.summary["best"], "n_files": o.summary["n_files"]} for o in outcomes},
+        "data_root": str(config.data_root),
+        "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
+        "level": config.level, "select": config.select,
+        "extractor": extractor.identity() if extractor is not None else "authors' extraction files",
+        **config.extra_metadata,
+    })
+    return update_leaderboard(config.output, model, config.select)
