@@ -11,7 +11,7 @@ from typing import Any
 
 from unibench.errors import UserError
 
-AFFECTGPT_QUESTION = "Please recognize all possible emotional states of the character."
+from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION as AFFECTGPT_QUESTION
 
 FAMILY_METRIC = {"basic": "hit_rate", "sentiment": "waf", "ov": "fscore"}
 
