@@ -71,6 +71,7 @@ class Adapter:
     description: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
+    generates: ClassVar[bool] = True  # False for adapters that only replay existing answers
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()

@@ -102,6 +102,7 @@ class ReplayAdapter(Adapter):
     description = "score existing answers (original results-<task>/<run>/*.npz layout, or JSONL/CSV)"
     inputs = ()
     Options = ReplayOptions
+    generates = False
 
     def model_id(self) -> str:
         if self.options.name:

@@ -70,11 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon)
     infer = None
-    if adapter.answer_sets.__func__ is type(adapter).__mro__[-2].answer_sets:  # generating adapter
-        try:
-            from unibench.inference import infer_task as infer
-        except ImportError:
-            infer = None
+    if adapter.generates:
+        from unibench.inference import infer_task as infer
     config = RunConfig(tasks=tasks, data_root=data_root, output=Path(args.output),
                        select=_select_mode(args.select), level=args.level,
                        allow_count_mismatch=args.allow_count_mismatch)

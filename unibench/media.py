@@ -1,0 +1,94 @@
+"""Reading a sample's media for the adapters: video frames, OpenFace faces, audio.
+
+Every loader raises :class:`MediaError` naming the file on a missing, empty or
+corrupt input; the inference runner counts those per sample instead of
+stopping the run. PyAV and soundfile are imported lazily (the `media` extra).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from unibench.errors import MissingExtraError
+
+
+class MediaError(Exception):
+    """A sample's media file cannot be used (per-sample failure, not fatal)."""
+
+
+def uniform_indices(n_total: int, n: int) -> list[int]:
+    """n indices spread evenly over n_total items (repeats when n_total < n)."""
+    if n_total <= 0:
+        return []
+    if n_total <= n:
+        idx = list(range(n_total))
+        return idx + [idx[-1]] * (n - n_total)
+    return [int(round(x)) for x in np.linspace(0, n_total - 1, n)]
+
+
+def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
+    """N uniformly sampled RGB frames of a video: uint8 array [n, H, W, 3]."""
+    if path is None:
+        raise MediaError("no video file for this sample")
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: video not found")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty video file")
+    try:
+        import av
+    except ImportError:
+        raise MissingExtraError("av", "media", "reading video") from None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except MediaError:
+        raise
+    except Exception as exc:  # PyAV raises many error types for broken files
+        raise MediaError(f"{path}: cannot decode video ({exc})") from None
+    if not frames:
+        raise MediaError(f"{path}: video has no frames")
+    return np.stack([frames[i] for i in uniform_indices(len(frames), n)])
+
+
+def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
+    """N uniformly sampled OpenFace face crops from ``openface_face/<name>.npy``: [n, H, W, 3]."""
+    if path is None:
+        raise MediaError("no face file for this sample")
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: face file not found")
+    try:
+        faces = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot read face array ({exc})") from None
+    if faces.ndim != 4 or faces.shape[0] == 0 or faces.shape[-1] != 3:
+        raise MediaError(f"{path}: expected faces shaped [n, H, W, 3], got {list(faces.shape)}")
+    return faces[uniform_indices(faces.shape[0], n)].astype(np.uint8, copy=False)
+
+
+def load_audio(path: str | Path | None, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` (resampled linearly when the file differs)."""
+    if path is None:
+        raise MediaError("no audio file for this sample")
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: audio not found")
+    try:
+        import soundfile as sf
+    except ImportError:
+        raise MissingExtraError("soundfile", "media", "reading audio") from None
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot read audio ({exc})") from None
+    if data.size == 0:
+        raise MediaError(f"{path}: empty audio")
+    mono = data.mean(axis=1)
+    if sr != sample_rate:
+        n_out = max(1, int(round(len(mono) * sample_rate / sr)))
+        mono = np.interp(np.linspace(0, len(mono) - 1, n_out), np.arange(len(mono)), mono).astype(np.float32)
+    return mono
