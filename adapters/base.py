@@ -52,6 +52,7 @@ class AnswerSet:
     ov_source: str = ""
     sentiment_source: str = ""
     warnings: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # e.g. failed-samples:N, partial:N/M (leaderboard)
     order: int = 0  # position among the task's answer files (for --select last)
 
 

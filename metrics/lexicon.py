@@ -188,6 +188,21 @@ class Lexicon:
                 out.add(row[idx])
         return out
 
+    def map_all_wheels(self, labels: Iterable[str], level: str = "level1") -> list[set[str]]:
+        """Map labels (already lower-cased and stripped) on wheels 1-5 at once: five sets."""
+        offset = 5 if level == "level2" else 0
+        out: list[set[str]] = [set(), set(), set(), set(), set()]
+        table = self.table
+        for label in labels:
+            row = table.get(label)
+            if row is None:
+                continue
+            for i in range(5):
+                word = row[offset + i]
+                if word:
+                    out[i].add(word)
+        return out
+
     def wheel_map(self, wheel: int, level: str = "level1") -> dict[str, str]:
         key = (wheel, level)
         if key not in self._maps:

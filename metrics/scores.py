@@ -31,28 +31,47 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+class _Mapper:
+    """Memoised raw value -> (normalised labels, five mapped sets): label strings repeat a lot."""
+
+    def __init__(self, lexicon: Lexicon, level: str):
+        self.lexicon, self.level, self.memo = lexicon, level, {}
+
+    def __call__(self, value: Any) -> tuple[list[str], list[set[str]]]:
+        key = value if isinstance(value, str) else None
+        if key is not None and key in self.memo:
+            return self.memo[key]
+        labels = normalise_labels(value)
+        out = (labels, self.lexicon.map_all_wheels(labels, self.level))
+        if key is not None:
+            self.memo[key] = out
+        return out
+
+
 def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
              level: str = "level1") -> TaskScore:
     """Basic tasks: per wheel, mean |mapped gt ∩ mapped prediction| over samples whose gt maps."""
-    per_wheel: dict[str, dict[str, float]] = {}
-    rows = {name: {"name": name, "gt": gt[name], "pred": normalise_labels(pred.get(name))} for name in gt}
-    for w in WHEEL_IDS:
-        hits = []
-        for name, row in rows.items():
-            g = lexicon.map_labels(normalise_labels(gt[name]), w, level)
-            p = lexicon.map_labels(row["pred"], w, level)
+    hits: list[list[int]] = [[] for _ in WHEEL_IDS]
+    rows = []
+    mapper = _Mapper(lexicon, level)
+    for name, label in gt.items():
+        labels, p_sets = mapper(pred.get(name))
+        g_sets = mapper(label)[1]
+        row: dict[str, Any] = {"name": name, "gt": label, "pred": "|".join(labels)}
+        for i, w in enumerate(WHEEL_IDS):
+            g, p = g_sets[i], p_sets[i]
             row[f"gt_w{w}"] = "|".join(sorted(g))
             row[f"pred_w{w}"] = "|".join(sorted(p))
-            if not g:
-                row[f"hit_w{w}"] = ""
-                continue
-            h = len(g & p)
-            row[f"hit_w{w}"] = h
-            hits.append(h)
-        per_wheel[f"wheel{w}"] = {"hit_rate": _mean(hits), "n_scored": len(hits)}
+            if g:
+                h = len(g & p)
+                hits[i].append(h)
+                row[f"hit_w{w}"] = h
+            else:
+                row[f"hit_w{w}"] = ""  # gt maps to nothing on this wheel: skipped, as published
+        rows.append(row)
+    per_wheel = {f"wheel{w}": {"hit_rate": _mean(hits[i]), "n_scored": len(hits[i])} for i, w in enumerate(WHEEL_IDS)}
     score = _mean([v["hit_rate"] for v in per_wheel.values()])
-    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=list(rows.values()),
-                     counts={"n_samples": len(rows)})
+    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=rows, counts={"n_samples": len(rows)})
 
 
 def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
@@ -110,14 +129,16 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
 
 def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, level: str = "level1") -> TaskScore:
     """Open vocabulary: per wheel mean precision and recall, F from the means; then mean over wheels."""
-    per_wheel: dict[str, dict[str, float]] = {}
-    rows = {name: {"name": name, "gt": "|".join(normalise_labels(gt[name])),
-                   "pred": normalise_labels(pred.get(name))} for name in gt}
-    for w in WHEEL_IDS:
-        precisions, recalls = [], []
-        for name, row in rows.items():
-            g = lexicon.map_labels(normalise_labels(gt[name]), w, level)
-            p = lexicon.map_labels(row["pred"], w, level)
+    precisions: list[list[float]] = [[] for _ in WHEEL_IDS]
+    recalls: list[list[float]] = [[] for _ in WHEEL_IDS]
+    rows = []
+    mapper = _Mapper(lexicon, level)
+    for name, labels_gt in gt.items():
+        g_labels, g_sets = mapper(labels_gt)
+        p_labels, p_sets = mapper(pred.get(name))
+        row: dict[str, Any] = {"name": name, "gt": "|".join(g_labels), "pred": "|".join(p_labels)}
+        for i, w in enumerate(WHEEL_IDS):
+            g, p = g_sets[i], p_sets[i]
             row[f"gt_w{w}"] = "|".join(sorted(g))
             row[f"pred_w{w}"] = "|".join(sorted(p))
             if not g:
@@ -127,10 +148,13 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
             prec = inter / len(p) if p else 0.0
             rec = inter / len(g) if p else 0.0
             row[f"precision_w{w}"], row[f"recall_w{w}"] = prec, rec
-            precisions.append(prec)
-            recalls.append(rec)
-        P, R = _mean(precisions), _mean(recalls)
+            precisions[i].append(prec)
+            recalls[i].append(rec)
+        rows.append(row)
+    per_wheel = {}
+    for i, w in enumerate(WHEEL_IDS):
+        P, R = _mean(precisions[i]), _mean(recalls[i])
         F = 2 * P * R / (P + R) if P + R else 0.0
-        per_wheel[f"wheel{w}"] = {"fscore": F, "precision": P, "recall": R, "n_scored": len(precisions)}
+        per_wheel[f"wheel{w}"] = {"fscore": F, "precision": P, "recall": R, "n_scored": len(precisions[i])}
     metrics = {k: _mean([v[k] for v in per_wheel.values()]) for k in ("fscore", "precision", "recall")}
-    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=list(rows.values()), counts={"n_samples": len(rows)})
+    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=rows, counts={"n_samples": len(rows)})

@@ -36,6 +36,17 @@ def _main_parser() -> argparse.ArgumentParser:
                    help="emotion-wheel level the labels are mapped to (paper: level1)")
     p.add_argument("--extractor", help="extract labels from free text: vllm | hf | openai | lexicon")
     p.add_argument("--extractor-args", default="", help="k=v,... for the extractor")
+    g = p.add_argument_group("inference (models that generate answers)")
+    g.add_argument("--question", default="affectgpt",
+                   help="what each sample is asked: affectgpt (default, spec section 2), ovmer (OV-MER baseline "
+                        "prompt with the subtitle), ovmer-nosub, description, or a custom text where {subtitle} "
+                        "is replaced by the sample's subtitle")
+    g.add_argument("--batch-size", type=int, default=1, help="samples per adapter call (default 1)")
+    g.add_argument("--limit", type=int, help="only the first N samples of each split (results flagged partial)")
+    g.add_argument("--device", help="device for local models (cpu, cuda, cuda:1, auto) unless --model-args sets it")
+    g.add_argument("--dtype", help="weights dtype for local models (auto, float32, bfloat16, float16)")
+    g.add_argument("--fail-fast", action="store_true", help="stop at the first failed sample instead of counting it")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-count-mismatch", action="store_true",
                    help="score even when a test split's size differs from the protocol (rows are flagged)")
     p.add_argument("--paper", action="store_true", help="print the published MER-UniBench rows beside yours")
@@ -71,10 +82,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon)
     infer = None
     if adapter.generates:
-        from unibench.inference import infer_task as infer
+        from unibench.inference import apply_run_options, infer_task as infer, resolve_question
+
+        resolve_question(args.question, "")  # a bad --question stops before any work
+        if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+            raise UserError("--batch-size and --limit must be at least 1")
+        for note in apply_run_options(adapter, args.model_args, device=args.device, dtype=args.dtype):
+            print(f"note: {note}", file=sys.stderr)
     config = RunConfig(tasks=tasks, data_root=data_root, output=Path(args.output),
                        select=_select_mode(args.select), level=args.level,
-                       allow_count_mismatch=args.allow_count_mismatch)
+                       allow_count_mismatch=args.allow_count_mismatch, question=args.question,
+                       batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
+                       progress=not args.no_progress)
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:

@@ -39,17 +39,18 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Per-sample rows; list values are joined with '|'."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns: list[str] = []
+    columns: dict[str, None] = {}
     for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
+        columns.update(dict.fromkeys(row))
+    cols = list(columns)
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
+        writer = csv.writer(fh)
+        writer.writerow(cols)
         for row in rows:
-            writer.writerow({k: "|".join(v) if isinstance(v, (list, tuple, set)) else v for k, v in row.items()})
+            values = [row.get(c, "") for c in cols]
+            writer.writerow(["|".join(v) if isinstance(v, (list, tuple, set)) else v for v in values])
 
 
 # ---------------------------------------------------------------- selection

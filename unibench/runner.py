@@ -31,6 +31,12 @@ class RunConfig:
     select: str = "best"                  # best | last | file:<name>
     level: str = "level1"
     allow_count_mismatch: bool = False
+    # inference (generating adapters; see unibench.inference)
+    question: str = "affectgpt"           # affectgpt | ovmer | ovmer-nosub | description | custom text
+    batch_size: int = 1
+    limit: int | None = None              # first N samples of each split; results flagged partial
+    fail_fast: bool = False
+    progress: bool = True
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -138,6 +144,15 @@ def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, Ta
 
 # ---------------------------------------------------------------- the run
 
+def limit_task(task: TaskData, limit: int | None) -> str | None:
+    """Keep the first ``limit`` samples of the split (a quick partial run); return its flag."""
+    if not limit or limit >= len(task.gt):
+        return None
+    total = len(task.gt)
+    task.gt = dict(list(task.gt.items())[:limit])
+    return f"partial:{limit}/{total}"
+
+
 def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = None,
         infer: Callable[..., AnswerSet] | None = None) -> list[dict[str, str]]:
     """Run every task; write results; return the leaderboard rows."""
@@ -149,6 +164,7 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
     prepared: list[tuple[TaskData, list[AnswerSet]]] = []
     for spec in config.tasks:
         task = load_task(spec, config.data_root, check_count=not config.allow_count_mismatch)
+        partial = limit_task(task, config.limit)
         sets = adapter.answer_sets(task)
         if sets is None:
             if infer is None:
@@ -156,6 +172,8 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
             sets = [infer(adapter, task, config)]
         if not sets:
             raise UserError(f"[{spec.id}] model '{model}' produced no answers")
+        for s in sets:
+            s.flags.extend([partial] if partial else [])
         check_extractions(spec, sets, extractor)
         prepared.append((task, sets))
 
@@ -173,6 +191,7 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
 
                 fill_extractions(s, spec, extractor, output_dir=task_dir)
             warnings, flags = coverage_warnings(task, s)
+            flags = s.flags + flags
             score = score_answer_set(task, s, lexicon, config.level)
             warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
             if extractor is not None and not getattr(extractor, "paper_protocol", True):

@@ -1,0 +1,392 @@
+"""The inference runner: ask a generating adapter every sample of a task, resumably.
+
+How an adapter is driven (``infer_task(adapter, task, config) -> AnswerSet``):
+
+1. The question is resolved once per task (``--question``, see
+   :func:`resolve_question`): ``affectgpt`` (default, the task's question,
+   spec §2), ``ovmer`` (OV-MER baseline prompt with the subtitle in it),
+   ``ovmer-nosub``, ``description``, or a custom text where ``{subtitle}`` is
+   replaced by the sample's subtitle.
+2. One :class:`Sample` per test sample carries only what the adapter declares
+   in ``inputs``: ``video`` / ``audio`` / ``face`` paths (``task.media_path``)
+   and ``subtitle`` text. ``Sample.subtitle`` is filled only when the
+   question does not already carry the subtitle (and is not ``ovmer-nosub``),
+   so an adapter can always build ``subtitle part (if any) + question``
+   without showing the subtitle twice. A declared media file that is missing
+   fails that sample before the adapter is called.
+3. ``adapter.answer(batch)`` gets ``--batch-size`` samples and returns one
+   string per sample, in order. Adapters load media themselves with
+   :mod:`unibench.media` (``load_frames``, ``load_faces``, ``load_audio``),
+   which raise ``MediaError``. When a batch raises, its samples are retried
+   one by one so a single bad file fails only its own sample. ``MediaError``
+   and any other exception are per-sample failures (recorded, counted,
+   retried on the next run); ``UserError`` (bad configuration, missing
+   package) stops the run. If the first three samples all fail with a model
+   error and none has succeeded, the run stops: that is a setup problem.
+4. Each finished sample is appended to ``<output>/<model>/answers/<task>.jsonl``
+   (flushed and fsynced), one record: name, answer, error, the adapter
+   identity and arguments, the question hash and a ``key`` hashing everything
+   that changes answers. A rerun skips finished samples; a record with a
+   different ``key`` stops the run with a clear error rather than reusing
+   stale answers. Options that do not change answers (``device``,
+   ``concurrency``, ``timeout``... see :data:`OPERATIONAL_OPTIONS`, extendable
+   per adapter with a ``resume_ignore`` class attribute) stay out of the key.
+5. At the end the answers are also written in the original layout
+   ``<output>/<model>/answers/results-<task>/<model>/<model>.npz`` (key
+   ``name2reason``), which the published scripts and ``replay`` read; the
+   returned ``AnswerSet.source`` points at it, so extraction files land beside.
+
+Adapters with ``device`` / ``dtype`` options get ``--device`` / ``--dtype``
+unless ``--model-args`` sets them (:func:`apply_run_options`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from unibench.adapters.base import Adapter, AnswerSet, Sample
+from unibench.errors import UserError
+from unibench.media import MediaError
+from unibench.metrics.prompts import (AFFECTGPT_DESCRIPTION_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
+                                      OVMER_BASELINE_WITHOUT_SUBTITLE, prompt_hash)
+from unibench.results import safe_name
+from unibench.tasks.base import TaskData
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unibench.runner import RunConfig
+
+SCHEMA = 1
+MEDIA_KINDS = ("video", "audio", "face")
+# Adapter options that never change an answer: kept out of the resume key.
+OPERATIONAL_OPTIONS = frozenset({
+    "name", "device", "device_map", "concurrency", "timeout", "max_retries", "retries",
+    "api_key_env", "base_url", "batch_size", "backend_url",
+})
+SETUP_FAILURE_LIMIT = 3  # consecutive model errors before any success -> stop (a setup problem)
+
+
+# ---------------------------------------------------------------- the question
+
+@dataclass(frozen=True)
+class Question:
+    """What every sample of a task is asked; ``{subtitle}`` is filled per sample."""
+
+    mode: str
+    template: str
+    pass_subtitle: bool  # give Sample.subtitle separately (when the adapter takes subtitles)
+
+    @property
+    def embeds_subtitle(self) -> bool:
+        return "{subtitle}" in self.template
+
+    @property
+    def hash(self) -> str:
+        return prompt_hash(f"{self.mode}\n{self.template}")
+
+    def text(self, subtitle: str) -> str:
+        # str.replace, not format(): subtitles may hold braces
+        return self.template.replace("{subtitle}", subtitle)
+
+
+QUESTION_MODES = ("affectgpt", "ovmer", "ovmer-nosub", "description")
+
+
+def resolve_question(value: str | None, task_question: str) -> Question:
+    """``--question`` value -> :class:`Question` (a mode name or a custom text)."""
+    value = (value or "affectgpt").strip()
+    if value == "affectgpt":
+        return Question("affectgpt", task_question, pass_subtitle=True)
+    if value == "ovmer":
+        return Question("ovmer", OVMER_BASELINE_WITH_SUBTITLE, pass_subtitle=False)
+    if value == "ovmer-nosub":
+        return Question("ovmer-nosub", OVMER_BASELINE_WITHOUT_SUBTITLE, pass_subtitle=False)
+    if value == "description":
+        return Question("description", AFFECTGPT_DESCRIPTION_QUESTION, pass_subtitle=True)
+    if not value or len(value.split()) < 2:
+        raise UserError(f"--question: unknown mode '{value}' (known: {', '.join(QUESTION_MODES)}, "
+                        "or a question text such as \"Subtitle: {subtitle}. How does the person feel?\")")
+    return Question("custom", value, pass_subtitle="{subtitle}" not in value)
+
+
+# ---------------------------------------------------------------- samples
+
+def build_samples(adapter: Adapter, task: TaskData, question: Question,
+                  names: list[str]) -> list[tuple[Sample, str | None]]:
+    """One Sample per name with the declared inputs; the second item is why it cannot run (or None)."""
+    kinds = [k for k in adapter.inputs if k in MEDIA_KINDS]
+    for kind in kinds:
+        if not task.media_candidates(kind):
+            raise UserError(f"[{task.spec.id}] model '{adapter.name}' needs {kind} input, "
+                            f"but task '{task.spec.id}' has no {kind} files in its layout")
+    wants_subtitle = question.embeds_subtitle or ("subtitle" in adapter.inputs and question.pass_subtitle)
+    subtitles = task.subtitles() if wants_subtitle else {}
+    out = []
+    for name in names:
+        subtitle = subtitles.get(name, "") or ""
+        paths: dict[str, Path | None] = {}
+        problem = None
+        for kind in kinds:
+            paths[kind] = task.media_path(name, kind)
+            if paths[kind] is None and problem is None:
+                problem = (f"MediaError: no {kind} file for sample '{name}' (looked for "
+                           f"{' or '.join(task.media_candidates(kind))} under {task.root})")
+        sample = Sample(
+            name=name, task=task.spec.id, question=question.text(subtitle),
+            subtitle=subtitle if ("subtitle" in adapter.inputs and question.pass_subtitle) else "",
+            video=paths.get("video"), audio=paths.get("audio"), face=paths.get("face"))
+        out.append((sample, problem))
+    return out
+
+
+# ---------------------------------------------------------------- identity
+
+def answer_identity(adapter: Adapter, task: TaskData, question: Question) -> dict[str, Any]:
+    """What produced the answers; ``key`` hashes the parts that change them."""
+    described = adapter.describe()
+    ignore = OPERATIONAL_OPTIONS | set(getattr(adapter, "resume_ignore", ()))
+    args = {k: v for k, v in sorted(described.get("args", {}).items()) if k not in ignore}
+    keyed = {"schema": SCHEMA, "adapter": described.get("adapter", adapter.name), "args": args,
+             "question": question.hash, "task": task.spec.fingerprint}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+    return {"key": key, "adapter": described, "keyed_args": args, "question_mode": question.mode,
+            "question_hash": question.hash, "task_fingerprint": task.spec.fingerprint}
+
+
+def _explain_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    old_adapter, new_adapter = old.get("adapter") or {}, new["adapter"]
+    if old_adapter.get("adapter") != new_adapter.get("adapter"):
+        parts.append(f"adapter {old_adapter.get('adapter')} -> {new_adapter.get('adapter')}")
+    old_args = old.get("keyed_args") or {}
+    for k in sorted(set(old_args) | set(new["keyed_args"])):
+        if old_args.get(k) != new["keyed_args"].get(k):
+            parts.append(f"{k}: {old_args.get(k, '(unset)')} -> {new['keyed_args'].get(k, '(unset)')}")
+    if old.get("question_hash") != new["question_hash"]:
+        parts.append(f"question {old.get('question_mode')} ({old.get('question_hash')}) -> "
+                     f"{new['question_mode']} ({new['question_hash']})")
+    if old.get("task_fingerprint") != new["task_fingerprint"]:
+        parts.append("task definition changed")
+    return "; ".join(parts) or "written by another version"
+
+
+# ---------------------------------------------------------------- the answer log
+
+def read_answer_log(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSONL answer log, and the byte length of its complete lines.
+
+    A last line cut by a kill (no newline, or not valid JSON) is ignored; the
+    caller truncates it away before appending.
+    """
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    good_end = data.rfind(b"\n") + 1
+    records = []
+    for lineno, line in enumerate(data[:good_end].split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path}: line {lineno} is not valid JSON; move the file away to start over") from None
+        if not isinstance(rec, dict) or "name" not in rec:
+            raise UserError(f"{path}: line {lineno} is not an answer record (no 'name')")
+        records.append(rec)
+    return records, good_end
+
+
+class AnswerLog:
+    """Append-only JSONL of finished samples: every record is on disk before the next sample."""
+
+    def __init__(self, path: Path, valid_length: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh = open(path, "ab")
+        self._lock()
+        if self._fh.tell() > valid_length:  # drop a line cut short by a kill
+            self._fh.truncate(valid_length)
+            self._fh.seek(valid_length)
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            raise UserError(f"{self.path}: another run is writing these answers; wait for it or use "
+                            "another --output") from None
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        blob = b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
+        self._fh.write(blob)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def write_name2reason(path: Path, answers: dict[str, str]) -> None:
+    """The original answer-file layout: one npz, key ``name2reason`` -> dict name -> answer."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, name2reason=np.array(dict(answers), dtype=object))
+    os.replace(tmp, path)
+
+
+def answers_dir(config: "RunConfig", adapter: Adapter) -> Path:
+    return Path(config.output) / safe_name(adapter.model_id()) / "answers"
+
+
+# ---------------------------------------------------------------- run-wide options
+
+def apply_run_options(adapter: Adapter, model_args: str | None, **values: Any) -> list[str]:
+    """Fill adapter options the user left out of --model-args from run-wide flags (--device, --dtype).
+
+    Returns notes for flags the adapter has no option for.
+    """
+    from unibench.modelargs import parse_kv
+
+    given = parse_kv(model_args, "--model-args")
+    fields = {f.name for f in dataclasses.fields(adapter.options)} if dataclasses.is_dataclass(adapter.options) else set()
+    notes = []
+    for key, value in values.items():
+        if value in (None, ""):
+            continue
+        if key not in fields:
+            notes.append(f"--{key} ignored: model '{adapter.name}' has no '{key}' option")
+        elif key not in given:
+            setattr(adapter.options, key, value)
+    return notes
+
+
+# ---------------------------------------------------------------- the run
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i:i + size]
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def _answer_batch(adapter: Adapter, batch: list[Sample]) -> list[tuple[str | None, str | None]]:
+    """(answer, error) per sample; a failed batch is retried one sample at a time."""
+    try:
+        answers = adapter.answer(batch)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any model failure is per sample
+        if len(batch) == 1:
+            return [(None, _error_text(exc))]
+        return [r for s in batch for r in _answer_batch(adapter, [s])]
+    if not isinstance(answers, (list, tuple)) or len(answers) != len(batch):
+        got = len(answers) if isinstance(answers, (list, tuple)) else type(answers).__name__
+        raise UserError(f"model '{adapter.name}' returned {got} answer(s) for {len(batch)} sample(s); "
+                        "answer() must return one string per sample")
+    return [(None, "adapter returned no answer") if a is None else (str(a), None) for a in answers]
+
+
+def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerSet:
+    """Answer every (not yet answered) sample of ``task``; return the task's AnswerSet."""
+    spec = task.spec
+    question = resolve_question(getattr(config, "question", None), spec.question)
+    identity = answer_identity(adapter, task, question)
+    model = adapter.model_id()
+    out_dir = answers_dir(config, adapter)
+    log_path = out_dir / f"{spec.id}.jsonl"
+    npz_path = out_dir / f"results-{spec.id}" / safe_name(model) / f"{safe_name(model)}.npz"
+
+    records, valid_length = read_answer_log(log_path)
+    for rec in records:
+        if rec.get("key") != identity["key"]:
+            raise UserError(
+                f"[{spec.id}] {log_path} holds answers from a different setup ({_explain_mismatch(rec, identity)}); "
+                f"to keep both, use another --output or --model-args name=NEW; to redo, delete {log_path}")
+    latest = {rec["name"]: rec for rec in records}  # the last record of a sample wins
+    names = task.names
+    samples = build_samples(adapter, task, question, names)
+    todo = [(s, problem) for s, problem in samples if latest.get(s.name, {}).get("error", "x") is not None]
+
+    fail_fast = bool(getattr(config, "fail_fast", False))
+    batch_size = max(1, int(getattr(config, "batch_size", 1) or 1))
+    base = {"task": spec.id, "key": identity["key"], "model": model, "adapter": identity["adapter"],
+            "keyed_args": identity["keyed_args"], "question_mode": question.mode,
+            "question_hash": question.hash, "task_fingerprint": identity["task_fingerprint"]}
+
+    if todo:
+        from tqdm import tqdm
+
+        done_before = len(samples) - len(todo)
+        if done_before:
+            print(f"[{spec.id}] resuming: {done_before} of {len(samples)} sample(s) already answered in {log_path}",
+                  file=sys.stderr, flush=True)
+        log = AnswerLog(log_path, valid_length)
+        bar = tqdm(total=len(samples), initial=done_before, desc=f"[{spec.id}] {model}", unit="sample",
+                   file=sys.stderr, dynamic_ncols=True, disable=not getattr(config, "progress", True))
+        successes, setup_failures = 0, 0
+        try:
+            runnable = []
+            for sample, problem in todo:
+                if problem is None:
+                    runnable.append(sample)
+                    continue
+                log.append([{**base, "name": sample.name, "answer": "", "error": problem, "seconds": 0.0}])
+                bar.update(1)
+                if fail_fast:
+                    raise UserError(f"[{spec.id}] sample '{sample.name}' failed: {problem} (--fail-fast)")
+            for batch in _batches(runnable, batch_size):
+                started = time.time()
+                results = _answer_batch(adapter, batch)
+                seconds = round((time.time() - started) / len(batch), 3)
+                log.append([{**base, "name": s.name, "answer": answer or "", "error": error, "seconds": seconds,
+                             "question": s.question if question.mode == "custom" else None}
+                            for s, (answer, error) in zip(batch, results)])
+                bar.update(len(batch))
+                for s, (answer, error) in zip(batch, results):
+                    if error is None:
+                        successes += 1
+                        continue
+                    if fail_fast:
+                        raise UserError(f"[{spec.id}] sample '{s.name}' failed: {error} (--fail-fast)")
+                    if not error.startswith("MediaError") and successes == 0:
+                        setup_failures += 1
+                        if setup_failures >= SETUP_FAILURE_LIMIT:
+                            raise UserError(f"[{spec.id}] the first {setup_failures} samples all failed in model "
+                                            f"'{adapter.name}' (last: {error}); check --model-args and the "
+                                            f"model's installation (records in {log_path})")
+        finally:
+            bar.close()
+            log.close()
+        records, _ = read_answer_log(log_path)
+        latest = {rec["name"]: rec for rec in records}
+
+    wanted = [s.name for s, _ in samples]
+    answers = {n: str(latest[n].get("answer") or "") for n in wanted
+               if n in latest and latest[n].get("error") is None}
+    failed = [(n, latest[n]["error"]) for n in wanted if n in latest and latest[n].get("error") is not None]
+    if failed and not answers:
+        raise UserError(f"[{spec.id}] all {len(failed)} sample(s) failed (e.g. {failed[0][0]}: {failed[0][1]}); "
+                        f"records in {log_path}")
+    write_name2reason(npz_path, answers)
+    answer_set = AnswerSet(label=npz_path.stem, answers=answers, source=str(npz_path))
+    if failed:
+        answer_set.warnings.append(f"{len(failed)} sample(s) failed and are scored as empty predictions "
+                                   f"(e.g. {failed[0][0]}: {failed[0][1]}); see {log_path}; a rerun retries them")
+        answer_set.flags.append(f"failed-samples:{len(failed)}")
+    return answer_set
