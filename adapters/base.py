@@ -53,6 +53,7 @@ class AnswerSet:
     sentiment_source: str = ""
     warnings: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # e.g. failed-samples:N, partial:N/M (leaderboard)
+    extraction_failures: list[str] = field(default_factory=list)  # 'ov:<name>' / 'sentiment:<name>' (extractor gave None)
     order: int = 0  # position among the task's answer files (for --select last)
 
 

@@ -33,6 +33,8 @@ class TaskSpec:
     emotions: tuple[str, ...] = ()    # for emo_index
     media: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (kind, folder, extensions)
     question: str = AFFECTGPT_QUESTION
+    # False for extra tasks (e.g. OV-MERD): runnable by id, never in '--task all' or the leaderboard.
+    in_benchmark: bool = True
 
     @property
     def primary_metric(self) -> str:
@@ -41,7 +43,8 @@ class TaskSpec:
     @property
     def fingerprint(self) -> str:
         """Short hash of the definition: enters cache keys and results."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        data = {k: v for k, v in asdict(self).items() if k != "in_benchmark"}  # membership is not content
+        blob = json.dumps(data, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -78,19 +81,21 @@ class TaskData:
         return [f"{folder}/<name>{'|'.join(exts)}" for k, folder, exts in self.spec.media if k == kind]
 
 
-TASKS: dict[str, TaskSpec] = {}
+TASKS: dict[str, TaskSpec] = {}          # the nine benchmark tasks
+EXTRA_TASKS: dict[str, TaskSpec] = {}    # tasks outside the benchmark (in_benchmark=False)
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    TASKS[spec.id] = spec
+    (TASKS if spec.in_benchmark else EXTRA_TASKS)[spec.id] = spec
     return spec
 
 
 def get_task(task_id: str) -> TaskSpec:
     try:
-        return TASKS[task_id.lower()]
+        return TASKS[task_id.lower()] if task_id.lower() in TASKS else EXTRA_TASKS[task_id.lower()]
     except KeyError:
-        raise UserError(f"unknown task '{task_id}' (known: {', '.join(TASKS)}, or 'all')") from None
+        raise UserError(f"unknown task '{task_id}' (known: {', '.join([*TASKS, *EXTRA_TASKS])}, "
+                        "or 'all' for the nine benchmark tasks)") from None
 
 
 def resolve_tasks(value: str) -> list[TaskSpec]:
@@ -130,7 +135,8 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]
     """Read a CSV strictly: UTF-8 (BOM allowed), the required columns present, every row well formed."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
+            # strict: an unterminated quote is an error, not one field swallowing every later row
+            reader = csv.DictReader(fh, strict=True)
             header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
             if missing:

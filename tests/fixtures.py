@@ -39,7 +39,7 @@ def write_label_npz(path: Path, corpora: Mapping[str, Mapping[str, dict]]) -> Pa
     arrays = {}
     for key, corpus in corpora.items():
         holder = np.empty((), dtype=object)
-        holder[()] = dict(corpus)
+        holder[()] = dict(corpus) if isinstance(corpus, Mapping) else corpus
         arrays[key] = holder
     np.savez(path, **arrays)
     return path
@@ -256,3 +256,80 @@ def tiny_lexicon(tiny_lexicon_dir, tmp_path_factory):
 
         _BUILT["lex"] = load_lexicon(tiny_lexicon_dir, cache_dir=tmp_path_factory.mktemp("tiny-lexcache"))
     return _BUILT["lex"]
+
+
+# ---------------------------------------------------------------- a toy benchmark with known scores
+
+CKPT_A, CKPT_B = "checkpoint_000010_loss_0.700", "checkpoint_000020_loss_0.600"
+TOY_GT = {
+    "mer2023": {"m1": "happy", "m2": "sad", "m3": "angry", "m4": "worried"},
+    "mer2024": {"n1": "worried", "n2": "happy", "n3": "sad", "n4": "angry"},
+    "meld": {"dia1_utt0": "anger", "dia1_utt1": "joy", "dia2_utt0": "sadness", "dia2_utt1": "disgust"},
+    "iemocapfour": {"Ses05F_impro01_F000": "happy", "Ses05M_impro01_M001": "sad", "Ses05F_script01_F002": "anger",
+                    "Ses05M_script02_M003": "happy"},
+    "cmumosi": {"v1": 1.0, "v2": -1.0, "v3": 2.0, "v4": -2.0, "v5": 0.0},
+    "cmumosei": {"w1": 1.0, "w2": -1.0, "w3": 2.0, "w4": -2.0, "w5": 0.0},
+    "sims": {"x1": 1.0, "x2": -1.0, "x3": 2.0, "x4": -2.0, "x5": 0.0},
+    "simsv2": {"y1": 1.0, "y2": -1.0, "y3": 2.0, "y4": -2.0, "y5": 0.0},
+    "ovmerdplus": {"o1": ["happy", "sad"], "o2": ["angry"], "o3": []},
+}
+IEMOCAP_OTHER_SESSIONS = {"Ses01F_impro01_F000": "sad", "Ses04M_script01_M000": "anger"}
+# Scores (x100, two decimals) of the two answer files, worked out by hand:
+#  basic: A gets 3 of 4 right (75.00), B 2 of 4 (50.00);
+#  sentiment: A calls one positive sample negative -> WAF (2/3 + 4/5)/2 = 73.33; B is right everywhere (100.00);
+#  OV: both give P = 1, R = 3/4 -> F = 6/7 = 85.71 (a tie: the first file wins 'best').
+TOY_A = {**{t: "75.00" for t in BASIC}, **{t: "73.33" for t in SENTIMENT}, "ovmerdplus": "85.71"}
+TOY_B = {**{t: "50.00" for t in BASIC}, **{t: "100.00" for t in SENTIMENT}, "ovmerdplus": "85.71"}
+TOY_BEST = {**{t: "75.00" for t in BASIC}, **{t: "100.00" for t in SENTIMENT}, "ovmerdplus": "85.71"}
+TOY_MEANS = {"best": "87.30", "last": "76.19", "A": "75.45"}
+
+
+def _wrong(label: str) -> str:
+    return "happy" if label in ("sad", "sadness") else "sad"
+
+
+def toy_answers(task_id: str, which: str) -> dict[str, dict[str, str]]:
+    """One answer file's contents: {'answers', 'ov'[, 'sentiment']}."""
+    gt = TOY_GT[task_id]
+    names = list(gt)
+    answers, ov, senti = {}, {}, {}
+    for i, name in enumerate(names):
+        if task_id in BASIC:
+            right = i < 3 if which == "A" else i in (0, 2)
+            labels = [gt[name]] if right else [_wrong(gt[name])]
+        elif task_id in SENTIMENT:
+            positive = gt[name] > 0 if not (which == "A" and name.endswith("3")) else False
+            labels = ["happy"] if positive else ["sad"]
+            senti[name] = "positive" if positive else "negative"
+        else:
+            labels = {"o1": ["happy"] if which == "A" else ["joy"], "o2": ["angry"] if which == "A" else
+                      ["anger", "furious"], "o3": ["happy"]}[name]
+        answers[name] = answer_text(labels)
+        ov[name] = ov_string(labels)
+    out = {"answers": answers, "ov": ov}
+    if task_id in SENTIMENT:
+        out["sentiment"] = senti
+    return out
+
+
+def build_toy_bench(root: Path, tasks: Iterable[str] = tuple(LAYOUT), lexicon: bool = True) -> dict[str, Path]:
+    """Data root, lexicon and a model's answers (two checkpoints per task) under ``root``."""
+    data, model = root / "data", root / "toy-model"
+    for tid in tasks:
+        write_task(data, tid, TOY_GT[tid], decoys=IEMOCAP_OTHER_SESSIONS if tid == "iemocapfour" else None)
+        write_run(model, tid, "run_1", {CKPT_A: toy_answers(tid, "A"), CKPT_B: toy_answers(tid, "B")})
+    paths = {"data": data, "model": model}
+    if lexicon:
+        paths["lexicon"] = write_lexicon(root / "lexicon")
+    return paths
+
+
+@pytest.fixture
+def toy_counts(monkeypatch):
+    """Make the protocol's expected split sizes those of the toy benchmark (so rows carry no count flag)."""
+    import dataclasses
+
+    from unibench.tasks import TASKS
+
+    for tid, gt in TOY_GT.items():
+        monkeypatch.setitem(TASKS, tid, dataclasses.replace(TASKS[tid], expected_count=len(gt)))

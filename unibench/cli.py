@@ -6,6 +6,7 @@
     run_bench --list-models | --list-tasks
     run_bench report [--output DIR] [--paper]
     run_bench lexicon audit|explain|fetch ...
+    run_bench grouping --gt CSV --pred CSV --synonym-cache DIR   # OV-MER synonym-grouping metric
 """
 from __future__ import annotations
 
@@ -36,12 +37,23 @@ def _main_parser() -> argparse.ArgumentParser:
                    help="emotion-wheel level the labels are mapped to (paper: level1)")
     p.add_argument("--extractor", help="extract labels from free text: vllm | hf | openai | lexicon")
     p.add_argument("--extractor-args", default="", help="k=v,... for the extractor")
+    p.add_argument("--cache-dir", help="extraction cache folder (default: ~/.cache/unibench/extraction)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the extraction cache")
+    p.add_argument("--paper-sampling", action="store_true",
+                   help="LLM extractors: the published sampling (temperature 0.7, top_p 0.8, repetition_penalty "
+                        "1.05) instead of greedy decoding; stochastic")
+    p.add_argument("--ov-metric", choices=("ew", "grouping", "both"), default="ew",
+                   help="open-vocabulary tasks: ew (emotion-wheel F-score, the primary metric) or grouping/both "
+                        "(also the LLM synonym-grouping accuracy/recall of OV-MER; needs an LLM --extractor or "
+                        "--grouping-cache)")
+    p.add_argument("--grouping-cache", help="cached synonym groupings, MER2024 layout DIR/<name>.npy")
     g = p.add_argument_group("inference (models that generate answers)")
     g.add_argument("--question", default="affectgpt",
                    help="what each sample is asked: affectgpt (default, spec section 2), ovmer (OV-MER baseline "
                         "prompt with the subtitle), ovmer-nosub, description, or a custom text where {subtitle} "
                         "is replaced by the sample's subtitle")
-    g.add_argument("--batch-size", type=int, default=1, help="samples per adapter call (default 1)")
+    g.add_argument("--batch-size", type=int, default=0,
+                   help="samples per adapter call (default: the adapter's choice, usually 1; openai: concurrency)")
     g.add_argument("--limit", type=int, help="only the first N samples of each split (results flagged partial)")
     g.add_argument("--device", help="device for local models (cpu, cuda, cuda:1, auto) unless --model-args sets it")
     g.add_argument("--dtype", help="weights dtype for local models (auto, float32, bfloat16, float16)")
@@ -79,31 +91,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.extractor:
         from unibench.metrics.extraction import make_extractor
 
-        extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon)
+        extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon, use_cache=not args.no_cache,
+                                   cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                                   paper_sampling=args.paper_sampling, progress=False if args.no_progress else None)
     infer = None
     if adapter.generates:
         from unibench.inference import apply_run_options, infer_task as infer, resolve_question
 
         resolve_question(args.question, "")  # a bad --question stops before any work
-        if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-            raise UserError("--batch-size and --limit must be at least 1")
+        if args.batch_size < 0 or (args.limit is not None and args.limit < 1):
+            raise UserError("--batch-size must be positive and --limit at least 1")
         for note in apply_run_options(adapter, args.model_args, device=args.device, dtype=args.dtype):
             print(f"note: {note}", file=sys.stderr)
     config = RunConfig(tasks=tasks, data_root=data_root, output=Path(args.output),
                        select=_select_mode(args.select), level=args.level,
                        allow_count_mismatch=args.allow_count_mismatch, question=args.question,
                        batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, ov_metric=args.ov_metric,
+                       grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
+                       extra_metadata={"extraction_stats": getattr(extractor, "stats", None)} if extractor else {})
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:
         if extractor is not None:
+            from unibench.metrics.llm import LLMExtractor, format_stats
+
+            if isinstance(extractor, LLMExtractor) and extractor.stats["prompts"]:
+                print(format_stats(extractor.stats), file=sys.stderr)
             extractor.close()
     model = adapter.model_id()
     mine = [r for r in rows if r["model"] == model]
     shown = (read_paper_rows() + mine) if args.paper else rows
-    print(format_table(shown, highlight={model}))
-    print(f"\nleaderboard: {Path(args.output) / 'leaderboard.csv'}  (lexicon {lexicon.short_hash})")
+    if shown:  # a run of extra tasks only (ovmerd) leaves the nine-task leaderboard alone
+        print(format_table(shown, highlight={model}))
+        print(f"\nleaderboard: {Path(args.output) / 'leaderboard.csv'}  (lexicon {lexicon.short_hash})")
     return 0
 
 
@@ -144,22 +165,29 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_list_models() -> int:
     from unibench.adapters.base import available_adapters
 
+    rows = []
     for name, cls in sorted(available_adapters().items()):
         try:
             status = cls.status()
         except Exception as exc:  # status must never crash the listing
-            status = f"unavailable ({exc})"
-        inputs = ",".join(cls.inputs) or "-"
-        print(f"{name:18s} inputs={inputs:28s} {status:10s} {cls.description}")
+            status = f"unavailable ({type(exc).__name__}: {exc})"
+        rows.append((name, ",".join(cls.inputs) or "-", status, cls.description))
+    w_name = max(len("model"), *(len(r[0]) for r in rows))
+    w_inputs = max(len("inputs"), *(len(r[1]) for r in rows))
+    print(f"{'model':{w_name}s}  {'inputs':{w_inputs}s}  status")
+    for name, inputs, status, description in rows:
+        print(f"{name:{w_name}s}  {inputs:{w_inputs}s}  {status}")
+        print(f"{'':{w_name}s}  {description}")
     return 0
 
 
 def cmd_list_tasks() -> int:
     from unibench.tasks import TASKS
+    from unibench.tasks.base import EXTRA_TASKS
 
-    for spec in TASKS.values():
+    for spec in [*TASKS.values(), *EXTRA_TASKS.values()]:
         print(f"{spec.id:12s} {spec.family:9s} n={spec.expected_count:<5d} {spec.primary_metric:8s} "
-              f"{spec.folder}/{spec.gt_file} [{spec.gt_key}]")
+              f"{spec.folder}/{spec.gt_file} [{spec.gt_key}]" + ("" if spec.in_benchmark else "  (extra)"))
     return 0
 
 
@@ -205,7 +233,7 @@ def cmd_lexicon(argv: list[str]) -> int:
         for w in range(1, 6):
             info = lex.explain(args.label, w, args.level)
             print(f"wheel{w}: {info['result'] or '(nothing)':12s} via {info['via'] or '-':14s} "
-                  f"forms={info['forms']} candidates={info['candidates'][:8]}")
+                  f"lexicon words={sorted(set(info['forms']))} synonym candidates={info['candidates'][:8]}")
         return 0
     findings = lexicon_tools.audit(lex, level=args.level)
     print(f"lexicon {lex.folder} (sha256 {lex.short_hash}), {args.level}")
@@ -222,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_lexicon(argv[1:])
         if argv and argv[0] == "report":
             return cmd_report(argv[1:])
+        if argv and argv[0] == "grouping":
+            from unibench.metrics.grouping import cli_main as cmd_grouping
+
+            return cmd_grouping(argv[1:])
         args = _main_parser().parse_args(argv)
         if args.list_models:
             return cmd_list_models()

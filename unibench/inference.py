@@ -14,15 +14,19 @@ How an adapter is driven (``infer_task(adapter, task, config) -> AnswerSet``):
    so an adapter can always build ``subtitle part (if any) + question``
    without showing the subtitle twice. A declared media file that is missing
    fails that sample before the adapter is called.
-3. ``adapter.answer(batch)`` gets ``--batch-size`` samples and returns one
-   string per sample, in order. Adapters load media themselves with
-   :mod:`unibench.media` (``load_frames``, ``load_faces``, ``load_audio``),
-   which raise ``MediaError``. When a batch raises, its samples are retried
-   one by one so a single bad file fails only its own sample. ``MediaError``
-   and any other exception are per-sample failures (recorded, counted,
-   retried on the next run); ``UserError`` (bad configuration, missing
-   package) stops the run. If the first three samples all fail with a model
-   error and none has succeeded, the run stops: that is a setup problem.
+3. ``adapter.answer(batch)`` gets ``--batch-size`` samples (default: the
+   adapter's ``default_batch_size`` attribute, else 1) and returns one item
+   per sample, in order: the answer string, or an exception instance when
+   only that sample failed (e.g. an API request that ran out of retries).
+   Adapters load media themselves with :mod:`unibench.media`
+   (``load_frames``, ``load_faces``, ``load_audio``), which raise
+   ``MediaError``. When a batch raises, its samples are retried one by one so
+   a single bad file fails only its own sample. ``MediaError`` and any other
+   exception are per-sample failures (recorded, counted, retried on the next
+   run); ``UserError`` (bad configuration, missing package) stops the run. If
+   the first three samples all fail with a model error and none has
+   succeeded, the run stops: that is a setup problem. Load models lazily in
+   the first ``answer`` call (``status()`` and ``__init__`` stay cheap).
 4. Each finished sample is appended to ``<output>/<model>/answers/<task>.jsonl``
    (flushed and fsynced), one record: name, answer, error, the adapter
    identity and arguments, the question hash and a ``key`` hashing everything
@@ -38,6 +42,11 @@ How an adapter is driven (``infer_task(adapter, task, config) -> AnswerSet``):
 
 Adapters with ``device`` / ``dtype`` options get ``--device`` / ``--dtype``
 unless ``--model-args`` sets them (:func:`apply_run_options`).
+
+Helpers for adapter authors, at the end of this module: :func:`user_text`
+(subtitle + question as one user turn), :func:`requirement_status` (the
+``status()`` line without importing heavy packages) and
+:func:`torch_device_dtype` (``device``/``dtype`` option values -> torch).
 """
 from __future__ import annotations
 
@@ -151,12 +160,24 @@ def answer_identity(adapter: Adapter, task: TaskData, question: Question) -> dic
     """What produced the answers; ``key`` hashes the parts that change them."""
     described = adapter.describe()
     ignore = OPERATIONAL_OPTIONS | set(getattr(adapter, "resume_ignore", ()))
-    args = {k: v for k, v in sorted(described.get("args", {}).items()) if k not in ignore}
+    args = {k: _model_ref(v) if k in ("path", "model") else v
+            for k, v in sorted(described.get("args", {}).items()) if k not in ignore}
     keyed = {"schema": SCHEMA, "adapter": described.get("adapter", adapter.name), "args": args,
              "question": question.hash, "task": task.spec.fingerprint}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     return {"key": key, "adapter": described, "keyed_args": args, "question_mode": question.mode,
             "question_hash": question.hash, "task_fingerprint": task.spec.fingerprint}
+
+
+def _model_ref(value: str) -> str:
+    """A local model folder stands for its content (moved: same key; retrained in place: new key)."""
+    if not value or not Path(value).expanduser().is_dir():
+        return value
+    try:
+        from unibench.metrics.llm import model_fingerprint
+    except ImportError:  # pragma: no cover - the extraction module is optional here
+        return str(Path(value).expanduser().resolve())
+    return model_fingerprint(value)
 
 
 def _explain_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -299,7 +320,15 @@ def _answer_batch(adapter: Adapter, batch: list[Sample]) -> list[tuple[str | Non
         got = len(answers) if isinstance(answers, (list, tuple)) else type(answers).__name__
         raise UserError(f"model '{adapter.name}' returned {got} answer(s) for {len(batch)} sample(s); "
                         "answer() must return one string per sample")
-    return [(None, "adapter returned no answer") if a is None else (str(a), None) for a in answers]
+    out: list[tuple[str | None, str | None]] = []
+    for a in answers:
+        if isinstance(a, UserError):
+            raise a
+        if isinstance(a, BaseException):  # the adapter failed this sample only
+            out.append((None, _error_text(a)))
+        else:
+            out.append((None, "adapter returned no answer") if a is None else (str(a), None))
+    return out
 
 
 def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerSet:
@@ -324,7 +353,7 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerS
     todo = [(s, problem) for s, problem in samples if latest.get(s.name, {}).get("error", "x") is not None]
 
     fail_fast = bool(getattr(config, "fail_fast", False))
-    batch_size = max(1, int(getattr(config, "batch_size", 1) or 1))
+    batch_size = max(1, int(getattr(config, "batch_size", 0) or getattr(adapter, "default_batch_size", 1) or 1))
     base = {"task": spec.id, "key": identity["key"], "model": model, "adapter": identity["adapter"],
             "keyed_args": identity["keyed_args"], "question_mode": question.mode,
             "question_hash": question.hash, "task_fingerprint": identity["task_fingerprint"]}
@@ -346,7 +375,7 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerS
                 if problem is None:
                     runnable.append(sample)
                     continue
-                log.append([{**base, "name": sample.name, "answer": "", "error": problem, "seconds": 0.0}])
+                log.append([{"name": sample.name, "answer": "", "error": problem, "seconds": 0.0, **base}])
                 bar.update(1)
                 if fail_fast:
                     raise UserError(f"[{spec.id}] sample '{sample.name}' failed: {problem} (--fail-fast)")
@@ -354,8 +383,7 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerS
                 started = time.time()
                 results = _answer_batch(adapter, batch)
                 seconds = round((time.time() - started) / len(batch), 3)
-                log.append([{**base, "name": s.name, "answer": answer or "", "error": error, "seconds": seconds,
-                             "question": s.question if question.mode == "custom" else None}
+                log.append([{"name": s.name, "answer": answer or "", "error": error, "seconds": seconds, **base}
                             for s, (answer, error) in zip(batch, results)])
                 bar.update(len(batch))
                 for s, (answer, error) in zip(batch, results):
@@ -390,3 +418,72 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerS
                                    f"(e.g. {failed[0][0]}: {failed[0][1]}); see {log_path}; a rerun retries them")
         answer_set.flags.append(f"failed-samples:{len(failed)}")
     return answer_set
+
+
+# ---------------------------------------------------------------- helpers for adapters
+
+SUBTITLE_LEAD = "The subtitle of this video is: "
+
+
+def user_text(sample: Sample, lead: str = SUBTITLE_LEAD) -> str:
+    """The text of one user turn: the subtitle (when the sample carries it separately), then the question."""
+    subtitle = sample.subtitle.strip()
+    return f"{lead}{subtitle}\n{sample.question}" if subtitle else sample.question
+
+
+_TRANSFORMERS_NAMES: set[str] | None = None
+
+
+def transformers_names() -> set[str]:
+    """Public names of the installed transformers (its lazy module: classes are not imported)."""
+    global _TRANSFORMERS_NAMES
+    if _TRANSFORMERS_NAMES is None:
+        import transformers
+
+        _TRANSFORMERS_NAMES = set(dir(transformers))
+    return _TRANSFORMERS_NAMES
+
+
+def requirement_status(packages: tuple[str | tuple[str, str], ...] = (),
+                       transformers_classes: tuple[str, ...] = ()) -> str:
+    """'ready', 'needs pip install X' or 'transformers V lacks class C', for ``Adapter.status()``.
+
+    ``packages`` are import names, or (import name, pip name) pairs. Only
+    ``importlib.util.find_spec`` is used for packages, so listing models never
+    imports torch; class checks read transformers' lazy name table.
+    """
+    import importlib.util
+    from importlib import metadata
+
+    for pkg in packages:
+        module, pip_name = (pkg, pkg) if isinstance(pkg, str) else pkg
+        if importlib.util.find_spec(module) is None:
+            return f"needs pip install {pip_name}"
+    if transformers_classes:
+        if importlib.util.find_spec("transformers") is None:
+            return "needs pip install transformers"
+        missing = [c for c in transformers_classes if c not in transformers_names()]
+        if missing:
+            return f"transformers {metadata.version('transformers')} lacks class {missing[0]}"
+    return "ready"
+
+
+def torch_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
+    """``device`` / ``dtype`` option values -> (device string, torch dtype).
+
+    auto device: cuda when available, else cpu. auto dtype: bfloat16 on cuda
+    (float16 where bf16 is unsupported), float32 on cpu.
+    """
+    import torch
+
+    if device in ("", "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype in ("", "auto"):
+        if device.startswith("cuda"):
+            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return device, torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise UserError(f"dtype '{dtype}' is not one of auto, {', '.join(names)}")
+    return device, names[dtype]

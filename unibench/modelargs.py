@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def parse_kv(text: str | None, flag: str = "--model-args") -> dict[str, str]:
 
 def _convert(value: str, tp: Any, key: str, flag: str) -> Any:
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value.lower() in ("none", "null", ""):
             return None

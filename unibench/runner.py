@@ -33,10 +33,13 @@ class RunConfig:
     allow_count_mismatch: bool = False
     # inference (generating adapters; see unibench.inference)
     question: str = "affectgpt"           # affectgpt | ovmer | ovmer-nosub | description | custom text
-    batch_size: int = 1
+    batch_size: int = 0                   # 0: the adapter's default_batch_size, else 1
     limit: int | None = None              # first N samples of each split; results flagged partial
     fail_fast: bool = False
     progress: bool = True
+    # open-vocabulary tasks: ew (the primary metric) | grouping | both (adds spec §6's LLM grouping metric)
+    ov_metric: str = "ew"
+    grouping_cache: Path | None = None    # cached groupings, MER2024 layout <dir>/<name>.npy
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +60,13 @@ def log(msg: str) -> None:
 def needs(spec: TaskSpec) -> tuple[bool, bool]:
     """(needs prompt-A labels, needs prompt-B sentiments)."""
     return True, spec.family in SENTIMENT_FAMILIES
+
+
+def check_selection(spec: TaskSpec, sets: list[AnswerSet], name: str) -> None:
+    """``--select <file>``: a name matching no answer file would silently leave the row empty."""
+    if not any(s.label in (name, Path(name).stem) for s in sets):
+        raise UserError(f"[{spec.id}] --select {name}: no such answer file "
+                        f"(files: {', '.join(s.label for s in sets)})")
 
 
 def check_extractions(spec: TaskSpec, sets: list[AnswerSet], extractor: Any) -> None:
@@ -172,10 +182,16 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
             sets = [infer(adapter, task, config)]
         if not sets:
             raise UserError(f"[{spec.id}] model '{model}' produced no answers")
+        if config.select.startswith("file:"):
+            check_selection(spec, sets, config.select[len("file:"):])
         for s in sets:
             s.flags.extend([partial] if partial else [])
         check_extractions(spec, sets, extractor)
         prepared.append((task, sets))
+    from unibench.metrics.grouping import prepare_grouping
+
+    grouping = prepare_grouping(config.ov_metric, config.grouping_cache, extractor,
+                                [t.spec.family for t, _ in prepared])
 
     # 2. Extract where needed, score, write.
     outcomes: list[TaskOutcome] = []
@@ -189,10 +205,16 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
             if extractor is not None:
                 from unibench.extract import fill_extractions  # lazy: only runs that extract need it
 
-                fill_extractions(s, spec, extractor, output_dir=task_dir)
+                fill_extractions(s, spec, extractor, output_dir=task_dir, names=task.names)
             warnings, flags = coverage_warnings(task, s)
             flags = s.flags + flags
+            if s.extraction_failures:  # failed prompt A: empty prediction; failed prompt B: unparsed (0)
+                warnings.append(f"{len(s.extraction_failures)} extraction(s) failed for {s.source} "
+                                f"(e.g. {s.extraction_failures[0]}); scored as empty / unparsed")
+                flags.append(f"extraction-failures:{len(s.extraction_failures)}")
             score = score_answer_set(task, s, lexicon, config.level)
+            if grouping is not None and spec.family == "ov":
+                grouping.add_to(task.gt, s.ov_labels or {}, score)
             warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
             if extractor is not None and not getattr(extractor, "paper_protocol", True):
                 flags.append(f"extractor:{extractor.name}")
@@ -203,9 +225,11 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
                 "metrics": score.metrics, "per_wheel": score.per_wheel, "counts": score.counts,
                 "level": config.level, "warnings": warnings, "flags": flags,
                 "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source,
-                               "extractor": extractor.identity() if extractor is not None else None},
+                               "extractor": extractor.identity() if extractor is not None else None,
+                               "failures": s.extraction_failures, "saved": s.extraction_source},
                 "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
                 "task_fingerprint": spec.fingerprint,
+                "grouping": grouping.identity() if grouping is not None and spec.family == "ov" else None,
             })
             write_samples_csv(base.with_name(base.name + ".samples.csv"), score.samples)
             results.append((s, score, flags))
@@ -216,6 +240,12 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         best = next(f for f in summary["files"] if f["label"] == summary["best"])
         log(f"[{spec.id}] {len(sets)} answer file(s); best {spec.primary_metric} "
             f"{best['primary'] * 100:.2f} ({best['label']})")
+        if not spec.in_benchmark or (grouping is not None and spec.family == "ov"):  # not in the leaderboard
+            for f in summary["files"]:
+                extra = (f"; grouping accuracy {f['metrics']['grouping_accuracy'] * 100:.2f}, recall "
+                         f"{f['metrics']['grouping_recall'] * 100:.2f}, average "
+                         f"{f['metrics']['grouping_average'] * 100:.2f}") if "grouping_average" in f["metrics"] else ""
+                log(f"  {f['label']}: {spec.primary_metric} {f['primary'] * 100:.2f}{extra}")
         for w in dict.fromkeys(task_warnings):
             log(f"  warning: {w}")
 
@@ -236,4 +266,6 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         "extractor": extractor.identity() if extractor is not None else "authors' extraction files",
         **config.extra_metadata,
     })
+    if not any(t.spec.in_benchmark for t, _ in prepared):
+        return []  # extra tasks only (e.g. ovmerd): the nine-task leaderboard is left as it was
     return update_leaderboard(config.output, model, config.select)

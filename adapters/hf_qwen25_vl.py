@@ -1,0 +1,26 @@
+"""`qwen2.5-vl`: Qwen2.5-VL-Instruct through transformers, the video given as sampled frames.
+
+Feeds ``num_frames`` uniformly sampled frames (with their real frame rate, so
+the model's time-aware positions are right) and the subtitle + question.
+Checkpoint: Qwen/Qwen2.5-VL-7B-Instruct. vLLM serves it too (``backend=vllm``).
+"""
+from __future__ import annotations
+
+from unibench.adapters.base import register_adapter
+from unibench.adapters.hf_common import HFAdapter
+
+
+@register_adapter
+class Qwen25VLAdapter(HFAdapter):
+    name = "qwen2.5-vl"
+    description = "Qwen2.5-VL-Instruct on sampled frames (transformers or vLLM); path=Qwen/Qwen2.5-VL-7B-Instruct"
+    inputs = ("video", "subtitle")
+    model_class = "Qwen2_5_VLForConditionalGeneration"
+    extra_classes = ("Qwen2_5_VLProcessor",)
+    hf_module = "qwen2_5_vl"
+    model_types = ("qwen2_5_vl",)
+    example = "Qwen/Qwen2.5-VL-7B-Instruct"
+    video_timing = "metadata"
+    vllm_supported = True
+    fallback_template = "<|im_start|>user\n{media}{text}<|im_end|>\n<|im_start|>assistant\n"
+    media_placeholders = {"video": "<|vision_start|><|video_pad|><|vision_end|>"}

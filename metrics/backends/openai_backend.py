@@ -1,0 +1,269 @@
+"""`openai`: any OpenAI-compatible chat-completions server (OpenAI, `vllm serve`, ...).
+
+    export OPENAI_API_KEY=...        # or api_key_env=MY_VAR; never on the command line
+    --extractor openai --extractor-args base_url=http://localhost:8000/v1,model=Qwen/Qwen2.5-7B-Instruct
+
+The key is read from the environment variable named by ``api_key_env``; it
+never appears in arguments, logs or results. Requests run on a bounded pool
+of threads; 429, 5xx, timeouts and broken responses are retried with
+exponential backoff that honours ``Retry-After``. A sample that still fails
+is ``None`` (counted and listed); a server that cannot be reached, or that
+refuses the key, stops the run with one line (finished answers stay cached).
+"""
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from unibench.errors import MissingExtraError, UserError
+from unibench.metrics.extraction import register_extractor
+from unibench.metrics.llm import Decoding, LLMExtractor, LLMOptions, ResultGroup, first_line
+
+MAX_RETRY_AFTER_S = 300.0
+
+
+@dataclass
+class OpenAIOptions(LLMOptions):
+    base_url: str = ""                # "" = the SDK's default (OPENAI_BASE_URL, else api.openai.com)
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8              # requests in flight
+    timeout: float = 60.0             # seconds per request
+    max_retries: int = 5              # per sample, after the first try
+    backoff: float = 1.0              # first retry delay (s); doubles each time
+    max_backoff: float = 60.0
+
+
+class FatalRequestError(Exception):
+    """A failure that no retry will fix for any sample (bad key, no such model, server gone)."""
+
+
+class RejectedRequest(Exception):
+    """The server refused this request (HTTP 4xx other than 401/403/404/429): retrying will not help."""
+
+
+REJECTIONS_BEFORE_STOP = 8
+
+
+def request_body(model: str, prompt: str, dec: Decoding) -> dict[str, Any]:
+    """Keyword arguments of ``chat.completions.create`` for one prompt (a single user turn)."""
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
+                            "temperature": dec.temperature, "max_tokens": dec.max_tokens}
+    if dec.top_p != 1.0:
+        body["top_p"] = dec.top_p
+    if not dec.greedy and dec.seed is not None:
+        body["seed"] = dec.seed
+    extra: dict[str, Any] = {}
+    if dec.repetition_penalty != 1.0:
+        extra["repetition_penalty"] = dec.repetition_penalty  # vLLM/TGI servers; not an OpenAI parameter
+    if dec.ignore_eos:
+        extra.update(ignore_eos=True, min_tokens=dec.max_tokens)
+    if extra:
+        body["extra_body"] = extra
+    return body
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds a server asked us to wait: ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(retry_after, MAX_RETRY_AFTER_S)
+    delay = min(cap, base * (2 ** attempt))
+    return delay * (1.0 + 0.1 * random.random())  # a little jitter: threads do not retry in lockstep
+
+
+@register_extractor
+class OpenAIExtractor(LLMExtractor):
+    name = "openai"
+    description = "any OpenAI-compatible chat-completions server (key from an environment variable)"
+    Options = OpenAIOptions
+
+    def __init__(self, options: Any = None):
+        super().__init__(options)
+        o = self.options
+        if o.concurrency < 1:
+            raise UserError(f"--extractor-args: concurrency must be at least 1, got {o.concurrency}")
+        if o.timeout <= 0:
+            raise UserError(f"--extractor-args: timeout must be positive, got {o.timeout}")
+        if o.max_retries < 0:
+            raise UserError(f"--extractor-args: max_retries must be 0 or more, got {o.max_retries}")
+        self._client: Any = None
+        self._errors: Any = None
+        self._stop = threading.Event()
+
+    def model_identity(self) -> str:
+        return f"{self._base_url()}|{self.options.model}"
+
+    def backend_identity(self) -> dict[str, Any]:
+        o = self.options
+        return {"base_url": self._base_url(), "api_key_env": o.api_key_env, "concurrency": o.concurrency,
+                "timeout_s": o.timeout, "max_retries": o.max_retries}
+
+    def _base_url(self) -> str:
+        return (self.options.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+
+    # ------------------------------------------------------------ client
+    def _connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        try:
+            import openai
+        except ImportError:
+            raise MissingExtraError("openai", "openai", what="the 'openai' extractor") from None
+        o = self.options
+        key = os.environ.get(o.api_key_env, "")
+        if not key:
+            if not o.base_url:
+                raise UserError(f"openai: no API key: set the environment variable {o.api_key_env} "
+                                "(or name another with api_key_env=VAR)")
+            key = "EMPTY"  # local servers (vllm serve) accept any key, but the SDK wants one
+        # Retries are ours (they honour Retry-After and count per sample), so the SDK's are off.
+        self._client = openai.OpenAI(api_key=key, base_url=self._base_url(), timeout=o.timeout, max_retries=0)
+        self._errors = openai
+        return self._client
+
+    def _fatal(self, message: str) -> FatalRequestError:
+        return FatalRequestError(f"openai: {message} (server {self._base_url()}, model '{self.options.model}')")
+
+    def _request(self, prompt: str, dec: Decoding) -> str | None:
+        """One sample with retries; None when it still fails. Raises FatalRequestError for run-wide problems."""
+        client, err, o = self._client, self._errors, self.options
+        body = request_body(str(o.model), prompt, dec)
+        reason = ""
+        connection_failures = 0
+        for attempt in range(o.max_retries + 1):
+            retry_after = None
+            try:
+                response = client.chat.completions.create(**body)
+                choices = getattr(response, "choices", None) or []
+                content = choices[0].message.content if choices and choices[0].message is not None else None
+                if content is None:
+                    reason = "response without message content"
+                else:
+                    return content
+            except err.AuthenticationError as exc:
+                raise self._fatal(f"the server refused the API key from ${o.api_key_env} (HTTP {exc.status_code})")
+            except err.PermissionDeniedError as exc:
+                raise self._fatal(f"the API key from ${o.api_key_env} may not use this model (HTTP {exc.status_code})")
+            except err.NotFoundError:
+                raise self._fatal("no such model or endpoint (HTTP 404); check model= and base_url= "
+                                  "(it usually ends in /v1)")
+            except err.APITimeoutError:
+                reason = f"timed out after {o.timeout:g} s"
+            except err.APIConnectionError as exc:
+                connection_failures += 1
+                reason = f"cannot connect ({first_line(exc.__cause__ or exc)})"
+            except err.APIStatusError as exc:
+                status = exc.status_code
+                if status == 429 or status >= 500:
+                    reason = f"HTTP {status}"
+                    retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
+                else:  # 400, 422, ...: this request is wrong; retrying it will not help
+                    raise RejectedRequest(f"HTTP {status}: {_error_message(exc)}") from None
+            except Exception as exc:  # malformed JSON, a body that is not a completion, ...
+                reason = f"malformed response ({type(exc).__name__}: {first_line(exc, 120)})"
+            if attempt < o.max_retries:
+                if self._stop.wait(backoff_delay(attempt, o.backoff, o.max_backoff, retry_after)):
+                    return None  # the run is stopping
+        if connection_failures == o.max_retries + 1:
+            raise self._fatal(f"cannot reach the server after {o.max_retries + 1} tries: {reason}")
+        self.note_failure(f"{reason} after {o.max_retries + 1} tries")
+        return None
+
+    # ------------------------------------------------------------ generation
+    def generate(self, prompts: list[str]) -> list[str | None]:
+        out: list[str | None] = [None] * len(prompts)
+        for group in self.generate_stream(prompts):
+            for i, text in group:
+                out[i] = text
+        return out
+
+    def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
+        """Keep ``concurrency`` requests in flight; hand each answer back as it arrives."""
+        self._connect()
+        dec = self.decoding()
+        self._stop.clear()
+        pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="unibench-openai")
+        pending: dict[Any, int] = {}
+        next_index = 0
+        answered = rejected = 0
+        clean = False
+        try:
+            while next_index < len(prompts) or pending:
+                while next_index < len(prompts) and len(pending) < 2 * self.options.concurrency:
+                    pending[pool.submit(self._request, prompts[next_index], dec)] = next_index
+                    next_index += 1
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                group: ResultGroup = []
+                for fut in finished:
+                    index = pending.pop(fut)
+                    try:
+                        group.append((index, fut.result()))
+                        answered += 1
+                    except FatalRequestError as exc:
+                        raise UserError(str(exc)) from None
+                    except RejectedRequest as exc:
+                        self.note_failure(str(exc))
+                        group.append((index, None))
+                        rejected += 1
+                        # The same request shape fails everywhere (e.g. a parameter the server does not
+                        # know): stop instead of counting thousands of identical failures.
+                        if not answered and rejected >= min(REJECTIONS_BEFORE_STOP, len(prompts)):
+                            raise UserError(f"openai: the server rejects every request ({exc}; server "
+                                            f"{self._base_url()}, model '{self.options.model}')") from None
+                yield group
+            clean = True
+        finally:
+            self._stop.set()  # in-flight retries give up at once
+            pool.shutdown(wait=clean, cancel_futures=True)
+
+    def prepare(self) -> None:
+        self._connect()
+
+    def release(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # closing a client must never mask the run's outcome
+                pass
+            self._client = None
+
+
+def _error_message(exc: Any) -> str:
+    """The server's own message when its error body has one."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error")
+        msg = inner.get("message") if isinstance(inner, dict) else body.get("message")
+        if msg:
+            return first_line(Exception(str(msg)), 200)
+    return first_line(exc, 200)

@@ -1,0 +1,359 @@
+"""What every LLM extraction backend shares: prompts, decoding, dedup, cache, progress, stats.
+
+A backend (``hf``, ``vllm``, ``openai``) implements one method,
+``generate(prompts) -> list[str | None]`` (one raw completion per prompt, a
+single user turn of the model's chat template; ``None`` = that sample
+failed), and may override ``generate_stream`` to hand back answers as they
+finish. Everything else lives here:
+
+* prompts A and B verbatim (:mod:`unibench.metrics.prompts`) and the
+  published post-processing (:func:`postprocess_llm_answer`);
+* identical prompts within a call are sent once (AffectGPT's released
+  answers: 89.6k prompts, 46.1k distinct);
+* the content-addressed cache (:mod:`unibench.metrics.cache`) is consulted
+  first, and each arriving batch of answers is committed at once, so a
+  killed run resumes without losing finished work;
+* decoding is greedy by default; ``paper_sampling=true`` (``--paper-sampling``)
+  gives the published temperature 0.7, top_p 0.8, repetition_penalty 1.05;
+* a progress bar with ETA on stderr, and ``stats`` (hits, misses, failures,
+  prompts/second) for the terminal and the run metadata.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+from unibench.errors import UserError
+from unibench.metrics.extraction import Extractor
+from unibench.metrics.labels import postprocess_llm_answer
+from unibench.metrics.prompts import (PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT, PROMPT_GROUPING, prompt_a, prompt_b,
+                                      prompt_hash)
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"  # the protocol's extractor (spec §3); the user gives a path or hub id
+DEFAULT_MAX_TOKENS = 512
+PAPER_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05}
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
+
+# (position in the prompt list, answer) pairs come back in groups; one group = one cache commit.
+ResultGroup = list[tuple[int, "str | None"]]
+
+
+@dataclass
+class LLMOptions:
+    """Options every LLM backend takes (``--extractor-args``)."""
+
+    model: str                        # a model folder or hub id (protocol: Qwen2.5-7B-Instruct)
+    paper_sampling: bool = False      # the published sampling instead of greedy decoding
+    seed: int | None = None           # sampling seed (paper_sampling only)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+
+@dataclass(frozen=True)
+class Decoding:
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+    max_tokens: int
+    seed: int | None = None
+    ignore_eos: bool = False          # benchmarks only: always generate max_tokens
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Canonical form: enters every cache key and result."""
+        out = asdict(self)
+        if self.greedy:
+            out.pop("seed")  # a seed changes nothing under greedy decoding: keep cache hits
+        if not self.ignore_eos:
+            out.pop("ignore_eos")
+        return out
+
+
+def make_decoding(paper_sampling: bool, max_tokens: int, seed: int | None = None,
+                  ignore_eos: bool = False) -> Decoding:
+    if max_tokens < 1:
+        raise UserError(f"--extractor-args: max_tokens must be at least 1, got {max_tokens}")
+    base = PAPER_SAMPLING if paper_sampling else GREEDY
+    return Decoding(max_tokens=max_tokens, seed=seed, ignore_eos=ignore_eos, **base)
+
+
+# ---------------------------------------------------------------- helpers for backends
+
+_FINGERPRINT_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
+                      "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_fingerprints: dict[str, str] = {}
+
+
+def model_fingerprint(model: str) -> str:
+    """The model part of a cache key.
+
+    A hub id stands for itself. A local folder is identified by its content,
+    not its path (a moved folder keeps its cache; a retrained model in the
+    same folder does not reuse stale answers): its config and tokenizer files
+    and, per weight file, its size and 16 sampled 64 KiB blocks (hashing all
+    15 GB of a 7B model would take longer than a short run).
+    """
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return model
+    key = str(folder.resolve())
+    if key in _fingerprints:
+        return _fingerprints[key]
+    digest = hashlib.sha256()
+    for name in _FINGERPRINT_FILES:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    block = 1 << 16
+    for path in sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as fh:
+            for k in range(16):
+                fh.seek(max(0, (size - block) * k // 15))
+                digest.update(fh.read(block))
+    value = f"{folder.resolve().name}@{digest.hexdigest()[:16]}"
+    _fingerprints[key] = value
+    return value
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("out of memory", "outofmemory", "no available memory for the cache blocks",
+                                   "insufficient memory", "not enough memory"))
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """One terminal line: what the extraction cost and what the cache saved."""
+    pps = stats.get("prompts_per_second")
+    rate = f", {pps:.2f} prompts/s" if pps else ""
+    failed = f", {stats['failed']} failed" if stats.get("failed") else ""
+    return (f"extraction [{stats.get('backend', '?')}]: {stats['prompts']} prompts ({stats['distinct']} distinct): "
+            f"{stats['hits']} cache hits, {stats['misses']} generated in {stats['seconds']:.1f} s{rate}{failed}"
+            + (f" (model load {stats['load_seconds']:.1f} s)" if stats.get("load_seconds") else ""))
+
+
+# ---------------------------------------------------------------- the base class
+
+class LLMExtractor(Extractor):
+    """Base of the LLM backends. Subclasses set ``name`` and ``Options`` and implement ``generate``."""
+
+    Options: ClassVar[type] = LLMOptions
+    paper_protocol: ClassVar[bool] = True
+    # A backend that can only hand answers back per call commits one call at a time;
+    # keep calls small enough that a kill loses little.
+    stream_chunk: ClassVar[int] = 8
+
+    # Set by the CLI through make_extractor(..., cache_dir=..., use_cache=..., paper_sampling=...).
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    paper_sampling: bool = False
+    progress: bool | None = None      # None: tqdm shows the bar on a terminal only
+
+    def __init__(self, options: Any = None):
+        super().__init__(options)
+        # prompts: asked; distinct: different prompts this run; hits: answered by the on-disk cache;
+        # misses: sent to the model (generated + failed).
+        self.stats: dict[str, Any] = {"backend": self.name, "prompts": 0, "distinct": 0, "hits": 0, "misses": 0,
+                                      "generated": 0, "failed": 0, "seconds": 0.0, "prompts_per_second": None,
+                                      "load_seconds": 0.0}
+        self.failure_reasons: Counter[str] = Counter()
+        self._cache: Any = None
+        self._cache_checked = False
+        self._answered: dict[str, str] = {}  # cache key -> raw answer, this run (works with --no-cache too)
+        self._seen: set[str] = set()
+
+    # ------------------------------------------------------------ for subclasses
+    def generate(self, prompts: list[str]) -> list[str | None]:
+        """Raw completion per prompt (single user turn); None = failed sample."""
+        raise NotImplementedError
+
+    def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
+        """Answers as they finish, in groups. Default: ``generate`` on chunks of ``stream_chunk``."""
+        step = max(1, int(self.stream_chunk))
+        for start in range(0, len(prompts), step):
+            chunk = prompts[start:start + step]
+            out = self.generate(chunk)
+            if len(out) != len(chunk):
+                raise RuntimeError(f"extractor '{self.name}' returned {len(out)} answers for {len(chunk)} prompts")
+            yield [(start + j, text) for j, text in enumerate(out)]
+
+    def prepare(self) -> None:
+        """Load the model / connect, before the first generation (timed apart from it). Backends override."""
+
+    def model_identity(self) -> str:
+        """What identifies the model in cache keys (content fingerprint of a local folder)."""
+        return model_fingerprint(str(self.options.model))
+
+    def note_failure(self, reason: str) -> None:
+        """Backends record why a sample failed; the first reasons are shown to the user."""
+        self.failure_reasons[reason] += 1
+
+    # ------------------------------------------------------------ decoding and identity
+    def decoding(self) -> Decoding:
+        opts = self.options
+        return make_decoding(bool(opts.paper_sampling or self.paper_sampling),
+                             int(getattr(opts, "max_new_tokens", None) or opts.max_tokens),
+                             seed=opts.seed, ignore_eos=bool(getattr(opts, "ignore_eos", False)))
+
+    def identity(self) -> dict[str, Any]:
+        dec = self.decoding()
+        cache = self._open_cache()
+        return {
+            "backend": self.name,
+            "model": str(self.options.model),
+            "model_identity": self.model_identity(),
+            "decoding": dec.as_dict(),
+            "decoding_mode": "greedy" if dec.greedy else "paper-sampling (stochastic: one draw)",
+            "chat": "single user turn, the model's chat template",
+            "prompts": {"prompt_a": prompt_hash(PROMPT_A_OV_LABELS), "prompt_b": prompt_hash(PROMPT_B_SENTIMENT),
+                        "grouping": prompt_hash(PROMPT_GROUPING)},
+            "postprocess": "strip; drop leading Input/Output word and colon; remove newlines",
+            "cache": str(cache.path) if cache is not None else "disabled",
+            **self.backend_identity(),
+        }
+
+    def backend_identity(self) -> dict[str, Any]:
+        """Backend-specific settings worth recording (never secrets)."""
+        return {}
+
+    def source_label(self) -> str:
+        """How extracted labels name their origin in results, e.g. 'extractor:hf:Qwen2.5-7B-Instruct'."""
+        return f"extractor:{self.name}:{self.options.model}"
+
+    # ------------------------------------------------------------ the protocol steps
+    def extract_ov(self, texts: Sequence[str]) -> list[str | None]:
+        """Prompt A per answer -> label-list string (post-processed)."""
+        return self.complete([prompt_a(t) for t in texts], what="prompt A")
+
+    def extract_sentiment(self, ov_answers: Sequence[str]) -> list[str | None]:
+        """Prompt B on prompt A's raw answer -> positive / negative / neutral (post-processed)."""
+        return self.complete([prompt_b(a) for a in ov_answers], what="prompt B")
+
+    def complete(self, prompts: Sequence[str], what: str = "prompts", postprocess: bool = True) -> list[str | None]:
+        """Answer each prompt: dedup, cache first, generate the rest, store as they arrive.
+
+        Also the entry point for other LLM steps (e.g. synonym grouping).
+        Empty or failed answers are ``None`` and never cached.
+        """
+        from unibench.metrics.cache import cache_key
+
+        prompts = [str(p) for p in prompts]
+        if not prompts:
+            return []
+        distinct = list(dict.fromkeys(prompts))
+        model_id = self.model_identity()
+        dec = self.decoding().as_dict()
+        keys = {p: cache_key(self.name, model_id, dec, p) for p in distinct}
+        # Answers given earlier in this run (another checkpoint's identical answer), then the cache.
+        raw = {p: self._answered[keys[p]] for p in distinct if keys[p] in self._answered}
+        reused = len(raw)
+        cache = self._open_cache()
+        if cache is not None:
+            found = cache.get_many([keys[p] for p in distinct if p not in raw])
+            raw.update({p: found[keys[p]] for p in distinct if keys[p] in found})
+        cached = len(raw) - reused
+        todo = [p for p in distinct if p not in raw]
+        st = self.stats
+        st["prompts"] += len(prompts)
+        st["distinct"] += sum(keys[p] not in self._seen for p in distinct)
+        self._seen.update(keys.values())
+        st["hits"] += cached
+        st["misses"] += len(todo)
+        _log(f"extraction {what} [{self.name}:{model_id}]: {len(prompts)} prompts, {len(distinct)} distinct, "
+             f"{reused} answered earlier in this run, {cached} cached, {len(todo)} to generate")
+        if todo:
+            self._generate_todo(todo, raw, keys, cache, model_id, what)
+        for p in distinct:
+            if p in raw:
+                self._answered[keys[p]] = raw[p]
+        out: list[str | None] = []
+        for p in prompts:
+            r = raw.get(p)
+            out.append(None if r is None else (postprocess_llm_answer(r) if postprocess else r))
+        return out
+
+    def _generate_todo(self, todo: list[str], raw: dict[str, str], keys: dict[str, str], cache: Any,
+                       model_id: str, what: str) -> None:
+        from tqdm import tqdm
+
+        st = self.stats
+        loading = time.perf_counter()
+        self.prepare()
+        st["load_seconds"] = round(st.get("load_seconds", 0.0) + time.perf_counter() - loading, 3)
+        failed = 0
+        before = sum(self.failure_reasons.values())
+        started = time.perf_counter()
+        done = 0
+        bar = tqdm(total=len(todo), desc=f"{what} [{self.name}]", unit="prompt", file=sys.stderr,
+                   disable=None if self.progress is None else not self.progress, dynamic_ncols=True, smoothing=0.05)
+        try:
+            for group in self.generate_stream(todo):
+                rows = []
+                for i, text in group:
+                    prompt = todo[i]
+                    if text is None or not str(text).strip():
+                        failed += 1
+                        if text is not None:
+                            self.note_failure("empty answer")
+                        continue
+                    raw[prompt] = str(text)
+                    if cache is not None:
+                        rows.append((keys[prompt], str(text)))
+                if rows:
+                    cache.put_many(rows, self.name, model_id)  # commit as answers arrive: a kill loses none
+                done += len(group)
+                bar.update(len(group))
+        finally:
+            bar.close()
+            elapsed = time.perf_counter() - started
+            st["generated"] += done - failed
+            st["failed"] += failed
+            st["seconds"] = round(st["seconds"] + elapsed, 3)
+            generated = st["generated"] + st["failed"]
+            st["prompts_per_second"] = round(generated / st["seconds"], 3) if st["seconds"] > 0 else None
+        if failed:
+            reasons = [r for r, _ in self.failure_reasons.most_common(3)]
+            new = sum(self.failure_reasons.values()) - before
+            _log(f"  {failed} of {len(todo)} {what} prompt(s) failed"
+                 + (f" ({'; '.join(reasons)})" if reasons and new else "") + "; they are counted in the results")
+
+    # ------------------------------------------------------------ cache
+    def _open_cache(self) -> Any:
+        if not self._cache_checked:
+            self._cache_checked = True
+            if self.use_cache:
+                from unibench.metrics.cache import ExtractionCache, default_extraction_cache_dir
+
+                folder = Path(self.cache_dir) if self.cache_dir else default_extraction_cache_dir()
+                self._cache = ExtractionCache(folder)
+        return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        self._cache_checked = False
+        self.release()
+
+    def release(self) -> None:
+        """Free the model / client. Backends override."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,140 @@
+"""The extraction stage of a run: fill an answer set's missing labels with the configured extractor.
+
+Prompt A turns each answer into a label list; for the sentiment tasks prompt
+B turns prompt A's raw answer into positive / negative / neutral. What the
+authors already extracted (``-openset.npz`` beside the answers) is kept.
+
+The extractions are saved in the original layout (``<answer>-openset.npz``
+and ``<answer>-openset-sentiment.npz``, arrays ``filenames`` and
+``fileitems``) in the task's results folder, and beside the answer file too
+when that folder is writable and holds no such file yet, so the published
+scripts (and a later replay) read ours. A failed sample is never saved
+beside the answers: a rerun extracts it again, the rest from the cache.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from unibench.adapters.base import AnswerSet
+from unibench.tasks.base import TaskSpec
+
+SENTIMENT_FAMILY = "sentiment"
+
+
+def source_label(extractor: Any) -> str:
+    label = getattr(extractor, "source_label", None)
+    if callable(label):
+        return str(label())
+    model = getattr(getattr(extractor, "options", None), "model", None)
+    return f"extractor:{extractor.name}" + (f":{model}" if model else "")
+
+
+def answer_stem(source: str) -> str:
+    """'…/checkpoint_000030_loss_0.602.npz' -> '…/checkpoint_000030_loss_0.602'."""
+    path = Path(source)
+    return str(path.with_suffix("")) if path.suffix else source
+
+
+def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, output_dir: Path,
+                     names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run prompt A (and prompt B for sentiment tasks) where the answer set lacks them.
+
+    ``names`` is the test split in order (only those answers are extracted);
+    default: every answer, in file order. Returns a small report (what ran,
+    failures, where files were saved); the answer set is updated in place.
+    """
+    order = [n for n in (names if names is not None else answer_set.answers) if n in answer_set.answers]
+    label = source_label(extractor)
+    failures: list[str] = []
+    report: dict[str, Any] = {"ov": 0, "sentiment": 0, "saved": []}
+    new_ov = new_senti = False
+
+    if answer_set.ov_labels is None:
+        results = extractor.extract_ov([answer_set.answers[n] for n in order])
+        ov: dict[str, str] = {}
+        for name, value in zip(order, results):
+            if value is None:
+                failures.append(f"ov:{name}")
+                ov[name] = ""  # scores as an empty prediction
+            else:
+                ov[name] = str(value)
+        answer_set.ov_labels = ov
+        answer_set.ov_source = label
+        report["ov"] = len(order)
+        new_ov = True
+
+    if spec.family == SENTIMENT_FAMILY and answer_set.sentiments is None:
+        ov_labels = answer_set.ov_labels or {}
+        failed_a = {f[3:] for f in failures}
+        todo = [n for n in order if n in ov_labels and n not in failed_a]
+        results = extractor.extract_sentiment([ov_labels[n] for n in todo]) if todo else []
+        senti: dict[str, str] = {n: "" for n in order if n in failed_a}  # no labels, no sentiment: unparsed (0)
+        for name, value in zip(todo, results):
+            if value is None:
+                failures.append(f"sentiment:{name}")
+                senti[name] = ""  # unparsed: counts as 0, as the scorer does for any other word
+            else:
+                senti[name] = str(value)
+        answer_set.sentiments = {n: senti[n] for n in order if n in senti}
+        answer_set.sentiment_source = label
+        report["sentiment"] = len(todo)
+        new_senti = True
+
+    answer_set.extraction_failures.extend(failures)
+    report["failures"] = failures
+
+    stem = Path(answer_stem(answer_set.source)).name
+    saved: list[str] = []
+    targets = [Path(output_dir) / stem]
+    beside = _beside_target(answer_set.source, spec, failures)
+    if beside is not None:
+        targets.append(beside)
+    for base in targets:
+        is_beside = base is not targets[0]
+        for new, mapping, suffix in ((new_ov, answer_set.ov_labels, "-openset.npz"),
+                                     (new_senti, answer_set.sentiments, "-openset-sentiment.npz")):
+            if not new or mapping is None:
+                continue
+            path = Path(f"{base}{suffix}")
+            if is_beside and path.exists():
+                continue  # never overwrite the authors' (or an earlier run's) files
+            try:
+                save_extraction_npz(path, mapping)
+            except OSError as exc:
+                if not is_beside:
+                    raise
+                print(f"  note: could not save {path} beside the answers ({exc.strerror})", file=sys.stderr)
+                continue
+            saved.append(str(path))
+    report["saved"] = saved
+    if saved:
+        answer_set.extraction_source = "; ".join(saved)
+    return report
+
+
+def _beside_target(source: str, spec: TaskSpec, failures: list[str]) -> Path | None:
+    """Where the published scripts look for extractions, when it is ours to write."""
+    path = Path(source)
+    if failures or not path.is_file():
+        return None
+    # A JSONL/CSV holding several tasks would get one file for all of them: only per-task files qualify.
+    if path.suffix != ".npz" and path.stem != spec.id:
+        return None
+    if not os.access(path.parent, os.W_OK):
+        return None
+    return Path(answer_stem(source))
+
+
+def save_extraction_npz(path: Path, mapping: dict[str, str]) -> None:
+    """The original layout: unicode arrays ``filenames`` and ``fileitems`` (no pickle)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(mapping)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, filenames=np.array(names, dtype=str),
+                        fileitems=np.array([mapping[n] for n in names], dtype=str))
+    os.replace(tmp, path)
