@@ -89,7 +89,9 @@ def resolve_dtype(value: str, device: str) -> Any:
     if value == "auto":
         if device == "cpu":
             return torch.float32
-        return torch.bfloat16 if (device == "mps" or torch.cuda.is_bf16_supported()) else torch.float16
+        if device == "mps":
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return getattr(torch, value)
 
 
@@ -219,7 +221,6 @@ class HFAdapter(Adapter):
     resume_ignore: ClassVar[tuple[str, ...]] = ("tensor_parallel_size", "gpu_memory_utilization")
     model_class: ClassVar[str] = ""                 # transformers class that loads the checkpoint
     extra_classes: ClassVar[tuple[str, ...]] = ()   # further classes the status check requires
-    hf_module: ClassVar[str] = ""                   # transformers/models/<hf_module>/ (status check)
     model_types: ClassVar[tuple[str, ...]] = ()     # accepted config.json model_type values
     example: ClassVar[str] = ""                     # a hub id, for messages
     medium: ClassVar[str] = "video"                 # 'video' or 'audio' in the subtitle prefix
@@ -245,6 +246,8 @@ class HFAdapter(Adapter):
         self._model: Any = None
         self._processor: Any = None
         self._engine: Any = None
+        # vLLM schedules a large batch itself; transformers batches pad every row to the longest
+        self.default_batch_size = 32 if opts.backend == "vllm" else 1
 
     @classmethod
     def status(cls) -> str:
@@ -301,13 +304,6 @@ class HFAdapter(Adapter):
             inputs["video_second_per_grid"] = torch.tensor([step / m.sampled_fps for m in batch])
         return inputs
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        return {}
-
-    def generator(self) -> Any:
-        """The module whose ``generate`` produces text (the thinker of an omni model)."""
-        return self._model
-
     # loading --------------------------------------------------------------
     def load(self) -> None:
         if self._processor is not None:
@@ -330,7 +326,7 @@ class HFAdapter(Adapter):
             requests = [vllm_request(p, m) for p, m in zip(prompts, batch)]
             return vllm_generate(self.vllm_engine(), requests, self.options)
         inputs = self.processor_inputs(prompts, batch)
-        return generate(self.generator(), self._processor, inputs, self.options, **self.generate_kwargs())
+        return generate(self._model, self._processor, inputs, self.options)
 
     def vllm_engine(self) -> Any:
         if self._engine is None:
@@ -358,7 +354,7 @@ def chat_prompt(processor: Any, content: list[dict[str, Any]], fallback: str,
     return fallback.format(media=media, text=text)
 
 
-def generate(model: Any, processor: Any, inputs: Any, options: HFOptions, **extra: Any) -> list[str]:
+def generate(model: Any, processor: Any, inputs: Any, options: HFOptions) -> list[str]:
     """Generate for a processed batch; decode only the new tokens of each row."""
     import torch
 
@@ -379,7 +375,6 @@ def generate(model: Any, processor: Any, inputs: Any, options: HFOptions, **extr
     tokenizer = getattr(processor, "tokenizer", processor)
     if getattr(tokenizer, "pad_token_id", None) is not None:
         kwargs["pad_token_id"] = tokenizer.pad_token_id
-    kwargs.update(extra)
     torch.manual_seed(options.seed)
     with torch.inference_mode():
         out = model.generate(**moved, **kwargs)
@@ -419,7 +414,7 @@ def make_vllm_engine(options: HFOptions, limits: dict[str, int]) -> Any:
     from vllm import LLM
 
     try:
-        return LLM(model=options.path, dtype=options.dtype if options.dtype != "auto" else "auto",
+        return LLM(model=options.path, dtype=options.dtype,
                    tensor_parallel_size=options.tensor_parallel_size, seed=options.seed,
                    gpu_memory_utilization=options.gpu_memory_utilization,
                    limit_mm_per_prompt=limits)

@@ -17,7 +17,6 @@ class LlavaNextVideoAdapter(HFAdapter):
     inputs = ("video", "subtitle")
     model_class = "LlavaNextVideoForConditionalGeneration"
     extra_classes = ("LlavaNextVideoProcessor",)
-    hf_module = "llava_next_video"
     model_types = ("llava_next_video",)
     example = "llava-hf/LLaVA-NeXT-Video-7B-hf"
     vllm_supported = True

@@ -17,7 +17,6 @@ class Qwen25VLAdapter(HFAdapter):
     inputs = ("video", "subtitle")
     model_class = "Qwen2_5_VLForConditionalGeneration"
     extra_classes = ("Qwen2_5_VLProcessor",)
-    hf_module = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
     example = "Qwen/Qwen2.5-VL-7B-Instruct"
     video_timing = "metadata"

@@ -17,7 +17,6 @@ class Qwen2AudioAdapter(HFAdapter):
     inputs = ("audio", "subtitle")
     model_class = "Qwen2AudioForConditionalGeneration"
     extra_classes = ("Qwen2AudioProcessor",)
-    hf_module = "qwen2_audio"
     model_types = ("qwen2_audio",)
     example = "Qwen/Qwen2-Audio-7B-Instruct"
     medium = "audio"

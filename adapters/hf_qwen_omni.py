@@ -23,7 +23,6 @@ class Qwen25OmniAdapter(HFAdapter):
     inputs = ("video", "audio", "subtitle")
     model_class = "Qwen2_5OmniThinkerForConditionalGeneration"
     extra_classes = ("Qwen2_5OmniProcessor",)
-    hf_module = "qwen2_5_omni"
     model_types = ("qwen2_5_omni", "qwen2_5_omni_thinker")
     example = "Qwen/Qwen2.5-Omni-7B"
     video_timing = "second_per_grid"
@@ -39,6 +38,5 @@ class Qwen3OmniAdapter(Qwen25OmniAdapter):
                    "path=Qwen/Qwen3-Omni-30B-A3B-Instruct")
     model_class = "Qwen3OmniMoeThinkerForConditionalGeneration"
     extra_classes = ("Qwen3OmniMoeProcessor",)
-    hf_module = "qwen3_omni_moe"
     model_types = ("qwen3_omni_moe", "qwen3_omni_moe_thinker")
     example = "Qwen/Qwen3-Omni-30B-A3B-Instruct"

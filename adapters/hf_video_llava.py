@@ -16,7 +16,6 @@ class VideoLlavaAdapter(HFAdapter):
     inputs = ("video", "subtitle")
     model_class = "VideoLlavaForConditionalGeneration"
     extra_classes = ("VideoLlavaProcessor",)
-    hf_module = "video_llava"
     model_types = ("video_llava",)
     example = "LanguageBind/Video-LLaVA-7B-hf"
     # The published checkpoint's prompt format, for copies saved without a chat template.

@@ -18,7 +18,6 @@ class VideoLlama3Adapter(HFAdapter):
     inputs = ("video", "subtitle")
     model_class = "VideoLlama3ForConditionalGeneration"
     extra_classes = ("VideoLlama3Processor",)
-    hf_module = "video_llama_3"
     model_types = ("video_llama_3",)
     example = "lkhl/VideoLLaMA3-2B-Image-HF"
     video_timing = "metadata"

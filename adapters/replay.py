@@ -26,7 +26,7 @@ from unibench.tasks.base import TaskData, read_csv_rows
 @dataclass
 class ReplayOptions:
     path: Path
-    name: str = ""       # leaderboard name; default: the folder or file name
+    name: str = ""       # leaderboard name; default: the run name if given, else the folder or file name
     run: str = ""        # run folder under results-<task>/ (default: the one with most answer files)
 
 
@@ -107,6 +107,8 @@ class ReplayAdapter(Adapter):
     def model_id(self) -> str:
         if self.options.name:
             return self.options.name
+        if self.options.run:  # e.g. results-ovmerd/<baseline>/: the run folder names the model
+            return self.options.run
         path = Path(self.options.path)
         return path.stem if path.is_file() else path.resolve().name
 

@@ -139,10 +139,9 @@ class VideoLlamaAdapter(Adapter):
         conv.append_message(conv.roles[0], AUDIO_VIDEO_MESSAGE)
 
     def answer(self, samples: list[Sample]) -> list[Any]:
-        import torch
-
         if self._chat is None:
             self._load()
+        import torch  # the repository needs it: present once _load has passed
         out: list[Any] = []
         for sample in samples:
             torch.manual_seed(self.options.seed)

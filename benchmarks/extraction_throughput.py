@@ -127,7 +127,7 @@ def build_tokenizer(vocab_size: int, n_regular: int, corpus: list[str]) -> Any:
     return fast
 
 
-def make_random_model(folder: Path, small: bool = False, seed: int = 0) -> Path:
+def make_random_model(folder: Path, small: bool = False, seed: int = 0, shard_bytes: int = 2 << 30) -> Path:
     """Qwen2.5-7B's architecture (or a scaled-down one) with random weights, written shard by shard."""
     import torch
     from safetensors.torch import save_file
@@ -143,6 +143,9 @@ def make_random_model(folder: Path, small: bool = False, seed: int = 0) -> Path:
     corpus = [prompt_a(a) for a in load_answers(SAMPLE_ANSWERS, 3000)[0]] + [PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT]
     tokenizer = build_tokenizer(spec["vocab_size"], n_regular, corpus)
     tokenizer.save_pretrained(folder)
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_config.setdefault("chat_template", CHAT_TEMPLATE)  # older transformers (and vLLM) read it from here
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2))
 
     config = Qwen2Config(**{k: v for k, v in spec.items() if k not in ("architectures", "model_type")},
                          pad_token_id=specials["<|endoftext|>"])
@@ -158,7 +161,6 @@ def make_random_model(folder: Path, small: bool = False, seed: int = 0) -> Path:
         shapes = {name: tuple(t.shape) for name, t in AutoModelForCausalLM.from_config(config).state_dict().items()}
 
     gen = torch.Generator().manual_seed(seed)
-    shard_limit = 2 << 30
     shards: list[dict[str, Any]] = [{}]
     sizes = [0]
     for name, shape in shapes.items():
@@ -169,7 +171,7 @@ def make_random_model(folder: Path, small: bool = False, seed: int = 0) -> Path:
         else:
             tensor = (torch.randn(shape, generator=gen) * spec["initializer_range"] * (25 if small else 1)).to(dtype)
         nbytes = tensor.numel() * tensor.element_size()
-        if sizes[-1] and sizes[-1] + nbytes > shard_limit:
+        if sizes[-1] and sizes[-1] + nbytes > shard_bytes:
             shards.append({})
             sizes.append(0)
         shards[-1][name] = tensor

@@ -251,8 +251,9 @@ def grouping_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], cache: Mappi
         acc, rec, g, p = sample_scores(it.gt, it.pred, synonym_map(groups))
         accs.append(acc)
         recs.append(rec)
+        source = it.source + (" (stale cache)" if it.stale else "")
         rows.append({"name": it.name, "gt": it.gt, "pred": it.pred, "merged": it.merged,
-                     "grouping": it.grouping or "", "grouping_source": it.source + ("(stale cache)" if it.stale else ""),
+                     "grouping": it.grouping or "", "grouping_source": source,
                      "gt_mapped": sorted(g), "pred_mapped": sorted(p), "accuracy": acc, "recall": rec})
     n = len(rows)
     acc_mean = sum(accs) / n if n else 0.0
@@ -341,7 +342,11 @@ def prepare_grouping(ov_metric: str, cache_dir: str | Path | None, extractor: An
     """
     if ov_metric not in OV_METRICS:
         raise UserError(f"--ov-metric must be one of {', '.join(OV_METRICS)}, got '{ov_metric}'")
-    if ov_metric == "ew" or "ov" not in families:
+    if ov_metric == "ew":
+        if cache_dir:
+            raise UserError("--grouping-cache is only read with --ov-metric grouping or both")
+        return None
+    if "ov" not in families:
         return None
     cache = load_grouping_cache(cache_dir) if cache_dir else None
     if cache is None:

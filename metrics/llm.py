@@ -336,12 +336,12 @@ class LLMExtractor(Extractor):
     # ------------------------------------------------------------ cache
     def _open_cache(self) -> Any:
         if not self._cache_checked:
-            self._cache_checked = True
             if self.use_cache:
                 from unibench.metrics.cache import ExtractionCache, default_extraction_cache_dir
 
                 folder = Path(self.cache_dir) if self.cache_dir else default_extraction_cache_dir()
-                self._cache = ExtractionCache(folder)
+                self._cache = ExtractionCache(folder)  # a broken cache raises here, every time: never skipped
+            self._cache_checked = True
         return self._cache
 
     def close(self) -> None:

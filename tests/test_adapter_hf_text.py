@@ -16,6 +16,13 @@ from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 WORDS = ("i am so happy sad angry worried surprised calm to see you again this is wonderful why did do that feel "
          "and about tomorrow wow what a surprise please recognize all possible emotional states of the character "
          "subtitle video user assistant system").split()
@@ -147,6 +154,8 @@ def test_model_without_chat_template_answers(tmp_path):
     ("path=x,do_sample=perhaps", "--model-args: 'do_sample' must be true or false, got 'perhaps'"),
     ("max_new_tokens=4", "--model-args: 'path' is required for model 'hf-text'"),
     ("path=./no/such/model", "hf-text: model folder not found: ./no/such/model"),
+    pytest.param("path=Qwen/Qwen2.5-0.5B-Instruct,device=cuda:3", "device 'cuda:3': no CUDA GPU is visible to torch",
+                 marks=pytest.mark.skipif(_has_cuda(), reason="a GPU is visible here")),
 ])
 def test_model_args_errors_are_one_line(capsys, tmp_path, tiny_lexicon_dir, args, message):
     make_task_folder(tmp_path / "data", "mer2023", n=2, media=False)

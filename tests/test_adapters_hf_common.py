@@ -208,6 +208,8 @@ def test_vllm_sampling_is_greedy_unless_asked():
     assert vllm_sampling(adapter.options) == {"temperature": 0.0, "max_tokens": 64, "seed": 3}
     adapter = make_adapter("qwen2-audio", "path=a/b,do_sample=true,temperature=0.7,top_p=0.8")
     assert vllm_sampling(adapter.options) == {"temperature": 0.7, "top_p": 0.8, "max_tokens": 512, "seed": 0}
+    assert adapter.default_batch_size == 1  # transformers: one sample per call unless --batch-size
+    assert make_adapter("qwen2-audio", "path=a/b,backend=vllm").default_batch_size == 32
 
 
 def test_vllm_request_carries_frames_and_audio():
@@ -288,3 +290,70 @@ def test_vllm_end_to_end_through_run_bench(tmp_path, tiny_lexicon_dir, fake_vllm
     (engine,) = FakeLLM.instances
     assert engine.kwargs["model"] == str(model_dir)
     assert all("<|audio_bos|><|AUDIO|><|audio_eos|>" in r["prompt"] for r in engine.requests)
+
+
+# ---------------------------------------------------------------- qwen-audio (v1, remote code; faked)
+
+class FakeQwenAudioTokenizer:
+    def from_list_format(self, items: list[dict[str, str]]) -> str:
+        return "".join(f"Audio 1:<audio>{i['audio']}</audio>\n" if "audio" in i else i["text"] for i in items)
+
+
+class FakeQwenAudioModel:
+    def __init__(self):
+        self.generation_config = types.SimpleNamespace(chat_format="chatml", max_window_size=6144, do_sample=True,
+                                                       temperature=0.9, top_p=0.8, top_k=0, max_new_tokens=None)
+        self.calls: list[tuple[str, Any]] = []
+
+    def chat(self, tokenizer, query, history=None, generation_config=None):
+        self.calls.append((query, generation_config))
+        return f"He sounds sad {len(self.calls)}.", [(query, "...")]
+
+
+def test_qwen_audio_asks_the_remote_chat_with_audio_path_and_subtitle(tmp_path, tiny_lexicon_dir, monkeypatch):  # noqa: F811
+    import unibench.adapters.hf_qwen_audio as qa
+    from test_adapters_hf_models import check_outputs
+    from unibench.cli import main
+
+    model = FakeQwenAudioModel()
+    monkeypatch.setattr(qa, "load_remote", lambda path, options: (model, FakeQwenAudioTokenizer()))
+    ckpt = tmp_path / "Qwen-Audio-Chat"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "qwen", "auto_map": {}}))
+    data = tmp_path / "data"
+    folder = make_task_folder(data, "mer2023", n=2)
+    base = ["--model", "qwen-audio", "--task", "mer2023", "--data-root", str(data), "--allow-count-mismatch",
+            "--extractor", "lexicon", "--lexicon", str(tiny_lexicon_dir), "--output", str(tmp_path / "out"),
+            "--no-progress", "--no-cache"]
+    assert main(base + ["--model-args", f"path={ckpt}"]) == 2  # refuses to run remote code unasked
+    assert main(base + ["--model-args", f"path={ckpt},trust_remote_code=true,max_new_tokens=20"]) == 0
+    check_outputs(tmp_path / "out", "qwen-audio")
+    query, config = model.calls[0]
+    assert f"<audio>{folder / 'audio' / 'sample_00000000.wav'}</audio>" in query
+    assert "The subtitle of this audio is: I am so happy to see you again" in query
+    assert query.endswith("Please recognize all possible emotional states of the character.")
+    assert (config.do_sample, config.max_new_tokens, config.temperature, config.chat_format) == (False, 20, None, "chatml")
+    assert model.generation_config.do_sample is True  # the model's own config is left alone
+
+
+def test_qwen_audio_needs_trust_remote_code_message(tmp_path):
+    adapter = make_adapter("qwen-audio", f"path={tmp_path}")
+    with pytest.raises(UserError, match="review it, then pass --model-args trust_remote_code=true"):
+        adapter.answer([sample(tmp_path, video=False)])
+    with pytest.raises(UserError, match="has no vLLM support"):
+        make_adapter("qwen-audio", "path=a/b,backend=vllm")
+
+
+def test_qwen_audio_says_what_its_remote_code_needs(tmp_path, monkeypatch):
+    import importlib.util
+
+    import unibench.adapters.hf_qwen_audio as qa
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tiktoken" else real(name, *a))
+    assert qa.QwenAudioAdapter.status() == "needs pip install tiktoken"
+    adapter = make_adapter("qwen-audio", f"path={tmp_path},trust_remote_code=true")
+    with pytest.raises(UserError, match="needs tiktoken: pip install tiktoken"):
+        qa.load_remote(str(tmp_path), adapter.options)
+    with pytest.raises(UserError, match="no config.json there"):
+        adapter.load()

@@ -408,3 +408,29 @@ def test_videollama3_end_to_end(tmp_path, tiny_lexicon_dir):  # noqa: F811
     model_dir = build_videollama3(tmp_path / "videollama3-tiny")
     out = run_bench("videollama3", model_dir, tmp_path, tiny_lexicon_dir)
     check_outputs(out, "videollama3")
+
+
+def test_bad_media_fail_only_their_sample(tmp_path, tiny_lexicon_dir):  # noqa: F811
+    """A corrupt .wav in a batch of two: that sample is recorded as failed, the other is answered."""
+    import soundfile  # noqa: F401  (media extra)
+
+    from unibench.cli import main
+
+    model_dir = build_qwen2_audio(tmp_path / "qwen2-audio-tiny")
+    data = tmp_path / "data"
+    folder = make_task_folder(data, "mer2023", n=2)
+    (folder / "audio" / "sample_00000001.wav").write_bytes(b"RIFF....garbage")
+    out = tmp_path / "out"
+    rc = main(["--model", "qwen2-audio", "--model-args", f"path={model_dir},max_new_tokens=3", "--task", "mer2023",
+               "--data-root", str(data), "--allow-count-mismatch", "--extractor", "lexicon",
+               "--lexicon", str(tiny_lexicon_dir), "--output", str(out), "--batch-size", "2", "--no-progress",
+               "--no-cache"])
+    assert rc == 0
+    records = {json.loads(line)["name"]: json.loads(line)
+               for line in (out / "qwen2-audio" / "answers" / "mer2023.jsonl").read_text().splitlines()}
+    assert records["sample_00000000"]["error"] is None
+    assert records["sample_00000001"]["error"].startswith("MediaError: ")
+    assert "sample_00000001.wav" in records["sample_00000001"]["error"]
+    with open(out / "leaderboard.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["model"] == "qwen2-audio")
+    assert "failed-samples:1" in json.dumps(row)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 from unibench.errors import UserError
 from unibench.metrics.cache import DB_NAME, ExtractionCache, cache_key
 from unibench.metrics.llm import LLMExtractor, LLMOptions, format_stats, make_decoding
-from unibench.metrics.prompts import prompt_a
 
 REPO = Path(__file__).resolve().parent.parent
 

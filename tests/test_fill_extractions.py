@@ -198,3 +198,27 @@ def test_missing_vllm_is_one_line_from_the_cli(tmp_path, tiny_lexicon_dir, capsy
                "--extractor", "vllm", "--extractor-args", "model=/models/qwen"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["error: the 'vllm' extractor needs the 'vllm' package: pip install 'mer-unibench[vllm]'"]
+
+
+def test_failed_extractions_are_flagged_in_the_results(tmp_path, tiny_lexicon_dir):
+    from unibench.adapters.base import make_adapter
+    from unibench.metrics.lexicon import load_lexicon
+    from unibench.runner import RunConfig, run
+    from unibench.tasks import resolve_tasks
+
+    data = tmp_path / "data"
+    write_task(data, "cmumosi", MOSI)
+    answers = tmp_path / "answers" / "tinygpt"
+    texts = {"s1": "FAIL", "s2": "bad", "s3": "good", "s4": "fine"}
+    write_run(answers, "cmumosi", "run1", {"checkpoint_000010_loss_0.5": {"answers": texts}})
+    lexicon = load_lexicon(tiny_lexicon_dir, cache_dir=tmp_path / "lexcache")
+    config = RunConfig(tasks=resolve_tasks("cmumosi"), data_root=data, output=tmp_path / "out",
+                       allow_count_mismatch=True)
+    rows = run(make_adapter("replay", f"path={answers}"), config, lexicon, extractor=Scripted())
+    assert "extraction-failures:2" in rows[0]["flags"]
+    detail = json.loads((tmp_path / "out" / "tinygpt" / "cmumosi" / "checkpoint_000010_loss_0.5.json").read_text())
+    assert detail["extraction"]["failures"] == ["ov:s1", "sentiment:s2"]
+    assert any("2 extraction(s) failed" in w for w in detail["warnings"])
+    assert detail["counts"]["n_unparsed_sentiment"] == 2  # failed samples score as unparsed (0)
+    # nothing is saved beside the answers while samples failed: a rerun extracts them again
+    assert not list(answers.rglob("*-openset*.npz"))

@@ -221,6 +221,8 @@ def test_nothing_to_group_with_is_one_line():
     with pytest.raises(UserError, match="--ov-metric must be one of"):
         prepare_grouping("f1", None, None, ["ov"])
     assert prepare_grouping("ew", None, None, ["ov"]) is None
+    with pytest.raises(UserError, match="only read with --ov-metric grouping or both"):
+        prepare_grouping("ew", "some/dir", None, ["ov"])
     assert prepare_grouping("both", None, None, ["basic"]) is None         # no open-vocabulary task in the run
 
 

@@ -97,21 +97,28 @@ def test_explain_says_why(tiny_lexicon):
 
 # ---------------------------------------------------------------- the two real lexicon versions
 
-def test_both_shared_versions_load(shared_data, tmp_path):
-    lex25 = load_lexicon(shared_data / "emotion_wheel-affectgpt2025", cache_dir=tmp_path)
-    lex26 = load_lexicon(shared_data / "emotion_wheel-mer2026", cache_dir=tmp_path)
+@pytest.fixture(scope="module")
+def real_lexicons(shared_data, tmp_path_factory):
+    """Both shared versions, compiled once into one cache folder: (2025, 2026, cache folder)."""
+    cache = tmp_path_factory.mktemp("real-lexcache")
+    return (load_lexicon(shared_data / "emotion_wheel-affectgpt2025", cache_dir=cache),
+            load_lexicon(shared_data / "emotion_wheel-mer2026", cache_dir=cache), cache)
+
+
+def test_both_shared_versions_load(real_lexicons):
+    lex25, lex26, cache = real_lexicons
     assert lex25.sha256 != lex26.sha256
     assert len(lex25.raw_mapping) == len(lex26.raw_mapping) == 1255     # spec §4
     assert len(lex25.format2raws) == 7386 and len(lex26.format2raws) == 7356
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{lex25.sha256}.json", f"{lex26.sha256}.json"])
+    assert sorted(p.name for p in cache.iterdir()) == sorted([f"{lex25.sha256}.json", f"{lex26.sha256}.json"])
 
 
-def test_compiled_mappings_equal_the_precomputed_2026_file(shared_data, tmp_path):
+def test_compiled_mappings_equal_the_precomputed_2026_file(real_lexicons, shared_data):
     from unibench.safe_npz import load_npz
 
-    folder = shared_data / "emotion_wheel-mer2026"
-    lex = load_lexicon(folder, cache_dir=tmp_path)
-    ref = load_npz(folder / "wheel_mapping.npz", ["format_mapping", "raw_mapping", "wheel_map_whole"])
+    lex = real_lexicons[1]
+    ref = load_npz(shared_data / "emotion_wheel-mer2026" / "wheel_mapping.npz",
+                   ["format_mapping", "raw_mapping", "wheel_map_whole"])
     assert lex.format2raws == ref["format_mapping"]
     assert list(lex.format2raws) == list(ref["format_mapping"])
     # raw_mapping values are sets in the published code: compare as sets
@@ -134,9 +141,8 @@ def test_published_artefacts_2025(lexicon_2025):
     assert lexicon_2025.map_label("happy", 1) == "happy"
 
 
-def test_versions_differ_on_some_labels(shared_data, tmp_path):
-    lex25 = load_lexicon(shared_data / "emotion_wheel-affectgpt2025", cache_dir=tmp_path)
-    lex26 = load_lexicon(shared_data / "emotion_wheel-mer2026", cache_dir=tmp_path)
+def test_versions_differ_on_some_labels(real_lexicons):
+    lex25, lex26, _ = real_lexicons
     diff = [k for k in set(lex25.table) | set(lex26.table) if lex25.table.get(k) != lex26.table.get(k)]
     assert len(diff) == 60
     assert lex26.map_label("fear", 2) == "fearful"      # the 2025 artefact fear -> happy is gone

@@ -128,5 +128,7 @@ def test_the_2026_lexicon(shared_data, tmp_path):
     mer = _json(tmp_path / "affectgpt" / "mer2023" / "summary.json")
     assert {f["label"]: f["primary"] for f in mer["files"]} == pytest.approx(
         {CK[k]: v for k, v in MER2023_HIT_2026.items()}, abs=1e-12)
-    sha = mer["lexicon_sha256"]
-    assert sha != _json(tmp_path / "affectgpt" / "cmumosi" / "summary.json").get("x", "") and len(sha) == 64
+    from unibench.metrics.lexicon import lexicon_hash
+
+    assert mer["lexicon_sha256"] == lexicon_hash(shared_data / "emotion_wheel-mer2026")
+    assert mer["lexicon_sha256"] != lexicon_hash(shared_data / "emotion_wheel-affectgpt2025")

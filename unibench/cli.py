@@ -22,7 +22,7 @@ def _main_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_bench",
         description="MER-UniBench: evaluate multimodal LLMs on emotion understanding "
-                    "(subcommands: 'report', 'lexicon audit|explain|fetch').")
+                    "(subcommands: 'report', 'lexicon audit|explain|fetch', 'grouping').")
     p.add_argument("--model", help="adapter name (see --list-models), e.g. replay")
     p.add_argument("--model-args", default="", help="k=v,k2=v2 for the adapter (quote values holding commas)")
     p.add_argument("--task", default="all", help="'all' or a comma list of task ids (see --list-tasks)")

@@ -62,7 +62,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from unibench.adapters.base import Adapter, AnswerSet, Sample
 from unibench.errors import UserError
-from unibench.media import MediaError
 from unibench.metrics.prompts import (AFFECTGPT_DESCRIPTION_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
                                       OVMER_BASELINE_WITHOUT_SUBTITLE, prompt_hash)
 from unibench.results import safe_name
@@ -478,6 +477,8 @@ def torch_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, 
 
     if device in ("", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}': no CUDA GPU is visible to torch (use device=cpu or auto)")
     if dtype in ("", "auto"):
         if device.startswith("cuda"):
             return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

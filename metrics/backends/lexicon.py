@@ -89,13 +89,7 @@ def tokenize(text: str) -> list[str]:
     ["double", "crossed"], so either spelling matches the lexicon's form.
     """
     text = text.lower().translate(_APOSTROPHES).replace("-", " ")
-    out = []
-    for tok in _TOKEN.findall(text):
-        if tok[0].isalnum():
-            out.append(_BREAK if tok in CLAUSE_WORDS else tok)
-        else:
-            out.append(_BREAK)
-    return out
+    return [tok if tok[0].isalnum() and tok not in CLAUSE_WORDS else _BREAK for tok in _TOKEN.findall(text)]
 
 
 def is_negator(token: str) -> bool:
@@ -165,17 +159,18 @@ class PhraseMatcher:
             if not key or _BREAK in key or (len(key) == 1 and is_negator(key[0])):
                 continue
             self.phrases.setdefault(key, form)
-        self.max_len = max((len(k) for k in self.phrases), default=1)
+        # first word -> phrase lengths starting with it, longest first: most tokens start nothing
+        starts: dict[str, set[int]] = {}
+        for key in self.phrases:
+            starts.setdefault(key[0], set()).add(len(key))
+        self.starts = {w: sorted(lengths, reverse=True) for w, lengths in starts.items()}
 
     def find(self, tokens: list[str], window: int) -> list[Match]:
         out: list[Match] = []
         i, n = 0, len(tokens)
         while i < n:
-            if tokens[i] == _BREAK:
-                i += 1
-                continue
-            for length in range(min(self.max_len, n - i), 0, -1):
-                form = self.phrases.get(tuple(tokens[i:i + length]))
+            for length in self.starts.get(tokens[i], ()):
+                form = self.phrases.get(tuple(tokens[i:i + length])) if i + length <= n else None
                 if form is not None:
                     out.append(Match(form, i, self._negated(tokens, i, window)))
                     i += length
@@ -317,11 +312,21 @@ class LexiconExtractor(Extractor):
     def _valence_table(self) -> dict[str, int]:
         return read_valence_table()
 
+    @cached_property
+    def _valence_memo(self) -> dict[str, int | None]:
+        return {}
+
     def label_valence(self, label: str) -> int | None:
         """+1 / -1 / 0 for a lexicon label; None when no wheel knows it."""
+        label = label.lower().strip()
+        memo = self._valence_memo
+        if label not in memo:
+            memo[label] = self._label_valence(label)
+        return memo[label]
+
+    def _label_valence(self, label: str) -> int | None:
         lex = self._need_lexicon()
         table = self._valence_table
-        label = label.lower().strip()
         raws = lex.format2raws.get(label, [])
         votes = []
         for w in range(1, 6):  # 1. the base word stands in the wheel: the level-1 word above it
