@@ -149,10 +149,21 @@ def test_demo_default_output_is_results_demo(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "results" / "leaderboard.csv").exists()
 
 
-def test_demo_rejects_tasks_it_does_not_have(tmp_path, capsys):
+def test_demo_rejects_what_it_cannot_do(tmp_path, capsys):
     rc = main(["--demo", "--task", "ovmerd", "--output", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: the demo suite has no task 'ovmerd'") and "Traceback" not in err
+    rc = main(["--demo", "--select", "checkpoint_000010_loss_0.912", "--output", str(tmp_path)])
+    assert rc == 2 and capsys.readouterr().err == ("error: --demo takes --select best or last, "
+                                                   "not 'checkpoint_000010_loss_0.912'\n")
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_demo_select_last(tmp_path, capsys):
+    assert main(["--demo", "--select", "last", "--task", "mer2023,meld", "--output", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "leaderboard.csv")
+    assert set(rows) == {("demo-modelA", "last"), ("demo-modelB", "last")}
+    assert rows[("demo-modelA", "last")]["mer2023"] != EXPECTED_A["mer2023"]      # checkpoint 30, not the best
 
 
 def test_demo_as_a_user_runs_it(tmp_path):
