@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import pytest
 
 # ---------------------------------------------------------------- task layouts
 
@@ -233,9 +234,7 @@ def write_lexicon(folder: Path, fmt=TINY_FORMAT, synonyms=TINY_SYNONYMS, run8_ex
     return folder
 
 
-# ---------------------------------------------------------------- shared pytest fixtures
-
-import pytest  # noqa: E402
+# ---------------------------------------------------------------- shared pytest fixtures (import them by name)
 
 _BUILT: dict[str, Any] = {}
 

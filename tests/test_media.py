@@ -85,3 +85,18 @@ def test_broken_media_raise_media_error_naming_the_file(tmp_path):
         with pytest.raises(MediaError) as info:
             call()
         assert message in str(info.value)
+
+
+def test_faces_are_sampled_as_affectgpt_does(tmp_path):
+    """spec/affectgpt.md: np.arange(0, n, n / min(8, n)).astype(int), padded with the last index."""
+    import numpy as np
+
+    from unibench.media import affectgpt_indices, load_faces
+
+    assert affectgpt_indices(20, 8) == [0, 2, 5, 7, 10, 12, 15, 17]
+    assert affectgpt_indices(9, 8) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert affectgpt_indices(3, 8) == [0, 1, 2, 2, 2, 2, 2, 2]
+    faces = np.stack([np.full((4, 4, 3), i, dtype=np.uint8) for i in range(20)])
+    np.save(tmp_path / "s.npy", faces)
+    got = load_faces(tmp_path / "s.npy", 8)
+    assert got[:, 0, 0, 0].tolist() == [0, 2, 5, 7, 10, 12, 15, 17]

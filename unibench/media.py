@@ -27,6 +27,14 @@ def uniform_indices(n_total: int, n: int) -> list[int]:
     return [int(round(x)) for x in np.linspace(0, n_total - 1, n)]
 
 
+def affectgpt_indices(n_total: int, n: int = 8) -> list[int]:
+    """AffectGPT's face sampling: ``np.arange(0, n_total, n_total / min(n, n_total))``, padded with the last index."""
+    if n_total <= 0:
+        return []
+    idx = np.arange(0, n_total, n_total / min(n, n_total)).astype(int).tolist()[:n]
+    return idx + [idx[-1]] * (n - len(idx))
+
+
 def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
     """N uniformly sampled RGB frames of a video: uint8 array [n, H, W, 3]."""
     if path is None:
@@ -55,7 +63,7 @@ def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
 
 
 def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
-    """N uniformly sampled OpenFace face crops from ``openface_face/<name>.npy``: [n, H, W, 3]."""
+    """N OpenFace face crops from ``openface_face/<name>.npy`` sampled as AffectGPT does: [n, H, W, 3]."""
     if path is None:
         raise MediaError("no face file for this sample")
     path = Path(path)
@@ -67,7 +75,7 @@ def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
         raise MediaError(f"{path}: cannot read face array ({exc})") from None
     if faces.ndim != 4 or faces.shape[0] == 0 or faces.shape[-1] != 3:
         raise MediaError(f"{path}: expected faces shaped [n, H, W, 3], got {list(faces.shape)}")
-    return faces[uniform_indices(faces.shape[0], n)].astype(np.uint8, copy=False)
+    return faces[affectgpt_indices(faces.shape[0], n)].astype(np.uint8, copy=False)
 
 
 def load_audio(path: str | Path | None, sample_rate: int = 16000) -> np.ndarray:
