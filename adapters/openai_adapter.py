@@ -201,7 +201,7 @@ class OpenAIAdapter(Adapter):
         return UserError(f"openai: {message} (server {self._base_url()}, model '{self.options.model}')")
 
     def _request(self, body: dict[str, Any]) -> str:
-        from unibench.metrics.backends.openai_backend import _error_message, backoff_delay, retry_after_seconds
+        from unibench.metrics.backends.openai_backend import error_message, backoff_delay, retry_after_seconds
 
         client, err, o = self._client, self._errors, self.options
         reason, connection_failures = "", 0
@@ -230,7 +230,7 @@ class OpenAIAdapter(Adapter):
                     reason = f"HTTP {exc.status_code}"
                     retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
                 else:  # 400, 413, 422: this request is wrong (e.g. the endpoint takes no audio); no retry
-                    raise RequestFailed(f"HTTP {exc.status_code}: {_error_message(exc)}") from None
+                    raise RequestFailed(f"HTTP {exc.status_code}: {error_message(exc)}") from None
             except Exception as exc:  # malformed JSON, a body that is not a completion, ...
                 reason = f"malformed response ({type(exc).__name__}: {exc})"
             if attempt < o.max_retries:

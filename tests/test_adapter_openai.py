@@ -208,7 +208,7 @@ def test_audio_and_faces_parts(tmp_path):
     parts = messages[1]["content"]
     assert [p["type"] for p in parts] == ["image_url", "image_url", "input_audio", "text"]
     faces = image_arrays(parts)
-    assert faces[0].shape == (8, 8, 3) and int(faces[1][0, 0, 0]) == 30  # crops 0 and 3 of 4, halved
+    assert faces[0].shape == (8, 8, 3) and int(faces[1][0, 0, 0]) == 20  # crops 0 and 2 of 4 (AffectGPT sampling), halved
     audio = parts[2]["input_audio"]
     assert audio["format"] == "wav"
     wav = base64.b64decode(audio["data"])

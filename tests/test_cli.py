@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fixtures import (CKPT_A, CKPT_B, build_toy_bench, toy_counts, write_answer_npz, write_csv,  # noqa: F401

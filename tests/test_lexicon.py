@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import tiny_lexicon, tiny_lexicon_dir, write_lexicon  # noqa: F401  (pytest fixtures)
+from fixtures import tiny_lexicon, tiny_lexicon_dir  # noqa: F401  (pytest fixtures)
 from unibench.cli import main
 from unibench.errors import UserError
 from unibench.metrics import lexicon as lexmod

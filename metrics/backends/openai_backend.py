@@ -188,7 +188,7 @@ class OpenAIExtractor(LLMExtractor):
                     reason = f"HTTP {status}"
                     retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
                 else:  # 400, 422, ...: this request is wrong; retrying it will not help
-                    raise RejectedRequest(f"HTTP {status}: {_error_message(exc)}") from None
+                    raise RejectedRequest(f"HTTP {status}: {error_message(exc)}") from None
             except Exception as exc:  # malformed JSON, a body that is not a completion, ...
                 reason = f"malformed response ({type(exc).__name__}: {first_line(exc, 120)})"
             if attempt < o.max_retries:
@@ -258,7 +258,7 @@ class OpenAIExtractor(LLMExtractor):
             self._client = None
 
 
-def _error_message(exc: Any) -> str:
+def error_message(exc: Any) -> str:
     """The server's own message when its error body has one."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
