@@ -114,12 +114,12 @@ def register_adapter(cls: type[Adapter]) -> type[Adapter]:
     return cls
 
 
-def _load_builtin_and_plugins() -> None:
+def _load_plugins() -> None:
+    """Adapters of other packages, from the ``unibench.adapters`` entry-point group."""
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from unibench.adapters import catalog  # noqa: F401  registers the built-in adapters
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="unibench.adapters"):
@@ -135,15 +135,22 @@ def _load_builtin_and_plugins() -> None:
 
 
 def available_adapters() -> dict[str, type[Adapter]]:
-    _load_builtin_and_plugins()
+    from unibench.adapters import catalog
+
+    catalog.load_all()
+    _load_plugins()
     return dict(ADAPTERS)
 
 
 def get_adapter(name: str) -> type[Adapter]:
-    adapters = available_adapters()
-    if name not in adapters:
-        raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(adapters))}; see --list-models)")
-    return adapters[name]
+    from unibench.adapters import catalog
+
+    if name not in ADAPTERS and not catalog.load(name):
+        _load_plugins()
+    if name not in ADAPTERS:
+        known = sorted(available_adapters())
+        raise UserError(f"unknown model '{name}' (known: {', '.join(known)}; see --list-models)")
+    return ADAPTERS[name]
 
 
 def make_adapter(name: str, args: str | None) -> Adapter:

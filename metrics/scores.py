@@ -32,17 +32,22 @@ def _mean(values: Sequence[float]) -> float:
 
 
 class _Mapper:
-    """Memoised raw value -> (normalised labels, five mapped sets): label strings repeat a lot."""
+    """Memoised raw value -> (labels, five mapped sets, the sets as '|'-joined text).
+
+    Label strings repeat a lot (six gt labels, recurring predictions), so each
+    is parsed, mapped and formatted once per scoring call.
+    """
 
     def __init__(self, lexicon: Lexicon, level: str):
         self.lexicon, self.level, self.memo = lexicon, level, {}
 
-    def __call__(self, value: Any) -> tuple[list[str], list[set[str]]]:
+    def __call__(self, value: Any) -> tuple[list[str], list[set[str]], list[str]]:
         key = value if isinstance(value, str) else None
         if key is not None and key in self.memo:
             return self.memo[key]
         labels = normalise_labels(value)
-        out = (labels, self.lexicon.map_all_wheels(labels, self.level))
+        sets = self.lexicon.map_all_wheels(labels, self.level)
+        out = (labels, sets, ["|".join(sorted(s)) for s in sets])
         if key is not None:
             self.memo[key] = out
         return out
@@ -55,13 +60,13 @@ def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
     rows = []
     mapper = _Mapper(lexicon, level)
     for name, label in gt.items():
-        labels, p_sets = mapper(pred.get(name))
-        g_sets = mapper(label)[1]
+        labels, p_sets, p_text = mapper(pred.get(name))
+        _, g_sets, g_text = mapper(label)
         row: dict[str, Any] = {"name": name, "gt": label, "pred": "|".join(labels)}
         for i, w in enumerate(WHEEL_IDS):
             g, p = g_sets[i], p_sets[i]
-            row[f"gt_w{w}"] = "|".join(sorted(g))
-            row[f"pred_w{w}"] = "|".join(sorted(p))
+            row[f"gt_w{w}"] = g_text[i]
+            row[f"pred_w{w}"] = p_text[i]
             if g:
                 h = len(g & p)
                 hits[i].append(h)
@@ -134,13 +139,13 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
     rows = []
     mapper = _Mapper(lexicon, level)
     for name, labels_gt in gt.items():
-        g_labels, g_sets = mapper(labels_gt)
-        p_labels, p_sets = mapper(pred.get(name))
+        g_labels, g_sets, g_text = mapper(labels_gt)
+        p_labels, p_sets, p_text = mapper(pred.get(name))
         row: dict[str, Any] = {"name": name, "gt": "|".join(g_labels), "pred": "|".join(p_labels)}
         for i, w in enumerate(WHEEL_IDS):
             g, p = g_sets[i], p_sets[i]
-            row[f"gt_w{w}"] = "|".join(sorted(g))
-            row[f"pred_w{w}"] = "|".join(sorted(p))
+            row[f"gt_w{w}"] = g_text[i]
+            row[f"pred_w{w}"] = p_text[i]
             if not g:
                 row[f"precision_w{w}"] = row[f"recall_w{w}"] = ""
                 continue

@@ -32,8 +32,8 @@ VLLM_ADAPTERS = ("llava-next-video", "qwen2.5-vl", "qwen2-audio", "qwen2.5-omni"
 
 
 def sample(tmp_path: Path, subtitle: str = "I am fine.", video: bool = True, audio: bool = True) -> Sample:
-    return Sample(name="s1", task="mer2023", question="Please recognize all possible emotional states of the character.",
-                  subtitle=subtitle,
+    return Sample(name="s1", task="mer2023",
+                  question="Please recognize all possible emotional states of the character.", subtitle=subtitle,
                   video=write_video(tmp_path / "s1.mp4") if video else None,
                   audio=write_wav(tmp_path / "s1.wav") if audio else None)
 
@@ -97,7 +97,8 @@ def test_model_args_are_typed_and_checked(args, message):
 
 def test_options_defaults_are_greedy_with_eight_frames():
     adapter = make_adapter("qwen2.5-vl", "path=Qwen/Qwen2.5-VL-7B-Instruct")
-    assert (adapter.options.do_sample, adapter.options.num_frames, adapter.options.backend) == (False, 8, "transformers")
+    opts = adapter.options
+    assert (opts.do_sample, opts.num_frames, opts.backend) == (False, 8, "transformers")
     assert adapter.model_id() == "qwen2.5-vl"
     assert make_adapter("qwen2.5-vl", "path=a/b,name=my-vl").model_id() == "my-vl"
 
@@ -231,7 +232,7 @@ def test_backend_vllm_without_vllm_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     adapter = make_adapter("qwen2-audio", "path=a/b,backend=vllm")
     adapter._processor = build_tokenizer([], "{{ messages[0]['content'][-1]['text'] }}")
-    with pytest.raises(UserError, match=r"backend=vllm needs vLLM on a GPU machine: pip install 'mer-unibench\[vllm\]'"):
+    with pytest.raises(UserError, match=r"needs vLLM on a GPU machine: pip install 'mer-unibench\[vllm\]'"):
         adapter.answer([sample(tmp_path, video=False)])
 
 
@@ -310,7 +311,8 @@ class FakeQwenAudioModel:
         return f"He sounds sad {len(self.calls)}.", [(query, "...")]
 
 
-def test_qwen_audio_asks_the_remote_chat_with_audio_path_and_subtitle(tmp_path, tiny_lexicon_dir, monkeypatch):  # noqa: F811
+def test_qwen_audio_asks_the_remote_chat_with_audio_path_and_subtitle(tmp_path, monkeypatch,
+                                                                      tiny_lexicon_dir):  # noqa: F811
     import unibench.adapters.hf_qwen_audio as qa
     from test_adapters_hf_models import check_outputs
     from unibench.cli import main
@@ -332,7 +334,8 @@ def test_qwen_audio_asks_the_remote_chat_with_audio_path_and_subtitle(tmp_path, 
     assert f"<audio>{folder / 'audio' / 'sample_00000000.wav'}</audio>" in query
     assert "The subtitle of this audio is: I am so happy to see you again" in query
     assert query.endswith("Please recognize all possible emotional states of the character.")
-    assert (config.do_sample, config.max_new_tokens, config.temperature, config.chat_format) == (False, 20, None, "chatml")
+    assert (config.do_sample, config.max_new_tokens, config.temperature) == (False, 20, None)
+    assert config.chat_format == "chatml"
     assert model.generation_config.do_sample is True  # the model's own config is left alone
 
 

@@ -44,13 +44,17 @@ def write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
-    cols = list(columns)
+    cols = tuple(columns)
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(cols)
         for row in rows:
-            values = [row.get(c, "") for c in cols]
-            writer.writerow(["|".join(v) if isinstance(v, (list, tuple, set)) else v for v in values])
+            # scorers build every row the same way, so the values are usually already in column order
+            values = row.values() if tuple(row) == cols else [row.get(c, "") for c in cols]
+            writer.writerow(["|".join(v) if type(v) in _SEQUENCES else v for v in values])
+
+
+_SEQUENCES = (list, tuple, set)
 
 
 # ---------------------------------------------------------------- selection
