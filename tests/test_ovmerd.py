@@ -96,7 +96,7 @@ def test_synthetic_ovmerd_grouping_with_a_scripted_llm(tmp_path, tiny_lexicon):
                        allow_count_mismatch=True, ov_metric="both")
     assert run(make_adapter("replay", f"path={tmp_path / 'baselines'},run=ModelA"), config, tiny_lexicon,
                extractor=llm) == []
-    result = json.loads((tmp_path / "out" / "baselines" / "ovmerd" / "output-reason-7b-subtitle-eng.json")
+    result = json.loads((tmp_path / "out" / "ModelA" / "ovmerd" / "output-reason-7b-subtitle-eng.json")
                         .read_text())
     # first-letter groups: s1 U=[down, glad, happy, sad]: no shared letters -> 0; s2 U=[angry, furious, tired]: 0
     assert result["metrics"]["grouping_average"] == 0.0
