@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import struct
 import time
 import wave
@@ -177,24 +176,15 @@ class OpenAIAdapter(Adapter):
         return self.options.name or safe_name(f"openai-{self.options.model}")
 
     def _base_url(self) -> str:
-        return (self.options.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        from unibench.metrics.backends.openai_backend import resolve_base_url
+
+        return resolve_base_url(self.options.base_url)
 
     def _connect(self) -> Any:
         if self._client is None:
-            try:
-                import openai
-            except ImportError:
-                raise MissingExtraError("openai", "openai", "model 'openai'") from None
-            o = self.options
-            key = os.environ.get(o.api_key_env, "")
-            if not key:
-                if not o.base_url:
-                    raise UserError(f"openai: no API key: set the environment variable {o.api_key_env} "
-                                    "(or name another with api_key_env=VAR)")
-                key = "EMPTY"  # local servers accept any key, but the SDK wants one
-            # our retries honour Retry-After and count per sample, so the SDK's are off
-            self._client = openai.OpenAI(api_key=key, base_url=self._base_url(), timeout=o.timeout, max_retries=0)
-            self._errors = openai
+            from unibench.metrics.backends.openai_backend import make_client
+
+            self._client, self._errors = make_client(self.options, "model 'openai'")
         return self._client
 
     def _fatal(self, message: str) -> UserError:

@@ -12,7 +12,6 @@ Layouts read (``--model-args path=...``):
 """
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path

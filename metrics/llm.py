@@ -180,8 +180,18 @@ class LLMExtractor(Extractor):
 
     # ------------------------------------------------------------ for subclasses
     def generate(self, prompts: list[str]) -> list[str | None]:
-        """Raw completion per prompt (single user turn); None = failed sample."""
-        raise NotImplementedError
+        """Raw completion per prompt (single user turn); None = failed sample.
+
+        Backends implement this or ``generate_stream``; each default is written
+        in terms of the other.
+        """
+        if type(self).generate_stream is LLMExtractor.generate_stream:
+            raise NotImplementedError(f"extractor '{self.name}' implements neither generate nor generate_stream")
+        out: list[str | None] = [None] * len(prompts)
+        for group in self.generate_stream(prompts):
+            for i, text in group:
+                out[i] = text
+        return out
 
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
         """Answers as they finish, in groups. Default: ``generate`` on chunks of ``stream_chunk``."""

@@ -139,13 +139,6 @@ class HFExtractor(LLMExtractor):
         return GenerationConfig(**kwargs)
 
     # ------------------------------------------------------------ generation
-    def generate(self, prompts: list[str]) -> list[str | None]:
-        out: list[str | None] = [None] * len(prompts)
-        for group in self.generate_stream(prompts):
-            for i, text in group:
-                out[i] = text
-        return out
-
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
         self._load()
         texts = [chat_text(self._tokenizer, p) for p in prompts]

@@ -129,26 +129,12 @@ class OpenAIExtractor(LLMExtractor):
                 "timeout_s": o.timeout, "max_retries": o.max_retries}
 
     def _base_url(self) -> str:
-        return (self.options.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        return resolve_base_url(self.options.base_url)
 
     # ------------------------------------------------------------ client
     def _connect(self) -> Any:
-        if self._client is not None:
-            return self._client
-        try:
-            import openai
-        except ImportError:
-            raise MissingExtraError("openai", "openai", what="the 'openai' extractor") from None
-        o = self.options
-        key = os.environ.get(o.api_key_env, "")
-        if not key:
-            if not o.base_url:
-                raise UserError(f"openai: no API key: set the environment variable {o.api_key_env} "
-                                "(or name another with api_key_env=VAR)")
-            key = "EMPTY"  # local servers (vllm serve) accept any key, but the SDK wants one
-        # Retries are ours (they honour Retry-After and count per sample), so the SDK's are off.
-        self._client = openai.OpenAI(api_key=key, base_url=self._base_url(), timeout=o.timeout, max_retries=0)
-        self._errors = openai
+        if self._client is None:
+            self._client, self._errors = make_client(self.options, "the 'openai' extractor")
         return self._client
 
     def _fatal(self, message: str) -> FatalRequestError:
@@ -200,13 +186,6 @@ class OpenAIExtractor(LLMExtractor):
         return None
 
     # ------------------------------------------------------------ generation
-    def generate(self, prompts: list[str]) -> list[str | None]:
-        out: list[str | None] = [None] * len(prompts)
-        for group in self.generate_stream(prompts):
-            for i, text in group:
-                out[i] = text
-        return out
-
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
         """Keep ``concurrency`` requests in flight; hand each answer back as it arrives."""
         self._connect()
@@ -256,6 +235,32 @@ class OpenAIExtractor(LLMExtractor):
             except Exception:  # closing a client must never mask the run's outcome
                 pass
             self._client = None
+
+
+def resolve_base_url(base_url: str) -> str:
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+
+
+def make_client(options: Any, what: str) -> tuple[Any, Any]:
+    """An ``openai.OpenAI`` client and the ``openai`` module (for its error classes).
+
+    The key comes only from the environment variable ``options.api_key_env``.
+    Shared by the extractor and the ``openai`` adapter.
+    """
+    try:
+        import openai
+    except ImportError:
+        raise MissingExtraError("openai", "openai", what=what) from None
+    key = os.environ.get(options.api_key_env, "")
+    if not key:
+        if not options.base_url:
+            raise UserError(f"openai: no API key: set the environment variable {options.api_key_env} "
+                            "(or name another with api_key_env=VAR)")
+        key = "EMPTY"  # local servers (vllm serve) accept any key, but the SDK wants one
+    # Retries are ours (they honour Retry-After and count per sample), so the SDK's are off.
+    client = openai.OpenAI(api_key=key, base_url=resolve_base_url(options.base_url), timeout=options.timeout,
+                           max_retries=0)
+    return client, openai
 
 
 def error_message(exc: Any) -> str:

@@ -178,13 +178,6 @@ class VLLMExtractor(LLMExtractor):
                              f"(now {o.gpu_memory_utilization}), or raise tensor_parallel_size")
         return UserError(f"vllm: error {doing} '{o.model}': {first_line(exc)}")
 
-    def generate(self, prompts: list[str]) -> list[str | None]:
-        out: list[str | None] = [None] * len(prompts)
-        for group in self.generate_stream(prompts):
-            for i, text in group:
-                out[i] = text
-        return out
-
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
         self._load()
         texts = [chat_text(self._tokenizer, p) for p in prompts]
