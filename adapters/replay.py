@@ -42,16 +42,40 @@ def read_extraction_npz(path: Path) -> dict[str, str]:
     return {str(n): str(i) for n, i in zip(names, items)}
 
 
+def read_provenance(stem: Path) -> dict:
+    """Who made extraction files that this harness saved beside an answer file (none for the authors' files)."""
+    path = Path(f"{stem}-extraction.json")
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def attach_extractions(answer_set: AnswerSet, answer_path: Path) -> AnswerSet:
     stem = answer_path.with_suffix("")
     ov = Path(f"{stem}-openset.npz")
     senti = Path(f"{stem}-openset-sentiment.npz")
+    made_by = read_provenance(stem)
+
+    def source(path: Path, key: str) -> str:
+        by = (made_by.get(key) or {}).get("source")
+        return f"file:{path}" + (f" (made by {by})" if by else "")
+
     if ov.is_file():
         answer_set.ov_labels = read_extraction_npz(ov)
-        answer_set.ov_source = f"file:{ov}"
+        answer_set.ov_source = source(ov, "ov")
     if senti.is_file():
         answer_set.sentiments = read_extraction_npz(senti)
-        answer_set.sentiment_source = f"file:{senti}"
+        answer_set.sentiment_source = source(senti, "sentiment")
+    for key, path in (("ov", ov), ("sentiment", senti)):
+        entry = made_by.get(key) or {}
+        if path.is_file() and entry.get("paper_protocol") is False:  # e.g. an earlier --extractor lexicon run
+            flag = f"extractor:{entry.get('backend', 'unknown')}"
+            if flag not in answer_set.flags:
+                answer_set.flags.append(flag)
     return answer_set
 
 

@@ -222,3 +222,31 @@ def test_failed_extractions_are_flagged_in_the_results(tmp_path, tiny_lexicon_di
     assert detail["counts"]["n_unparsed_sentiment"] == 2  # failed samples score as unparsed (0)
     # nothing is saved beside the answers while samples failed: a rerun extracts them again
     assert not list(answers.rglob("*-openset*.npz"))
+
+
+def test_saved_beside_files_say_who_made_them(tmp_path):
+    answer = write_answer_npz(tmp_path / "run" / "ck.npz", {"a": "good"})
+    s = attach_extractions(AnswerSet(label="ck", answers={"a": "good"}, source=str(answer)), answer)
+    fill_extractions(s, get_task("cmumosi"), Scripted(), output_dir=tmp_path / "out", names=["a"])
+    note = json.loads((tmp_path / "run" / "ck-extraction.json").read_text())
+    assert note["ov"]["source"] == note["sentiment"]["source"] == "extractor:scripted:m1"
+    again = attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer)
+    assert again.ov_source == f"file:{tmp_path / 'run' / 'ck-openset.npz'} (made by extractor:scripted:m1)"
+
+
+def test_an_offline_extraction_saved_beside_the_answers_keeps_its_flag(tmp_path):
+    """A later replay must not take a lexicon extraction for the authors' LLM extraction."""
+    class Offline(Scripted):
+        name = "offline"
+        paper_protocol = False
+
+    answer = write_answer_npz(tmp_path / "run" / "ck.npz", {"a": "good"})
+    s = attach_extractions(AnswerSet(label="ck", answers={"a": "good"}, source=str(answer)), answer)
+    fill_extractions(s, get_task("mer2023"), Offline(), output_dir=tmp_path / "out", names=["a"])
+    assert (tmp_path / "run" / "ck-openset.npz").is_file()
+    again = attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer)
+    assert again.flags == ["extractor:offline"]
+    plain = attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer)
+    (tmp_path / "run" / "ck-extraction.json").unlink()  # the authors' files carry no note and no flag
+    assert attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer).flags == []
+    assert plain.ov_labels == again.ov_labels

@@ -89,7 +89,7 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
     stem = Path(answer_stem(answer_set.source)).name
     saved: list[str] = []
     targets = [Path(output_dir) / stem]
-    beside = _beside_target(answer_set.source, spec, failures)
+    beside = _beside_target(answer_set.source, spec, failures, extractor)
     if beside is not None:
         targets.append(beside)
     for base in targets:
@@ -109,14 +109,47 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
                 print(f"  note: could not save {path} beside the answers ({exc.strerror})", file=sys.stderr)
                 continue
             saved.append(str(path))
+    if beside is not None and any(s.startswith(str(beside)) for s in saved):
+        _write_provenance(beside, extractor, label, new_ov, new_senti)
     report["saved"] = saved
     if saved:
         answer_set.extraction_source = "; ".join(saved)
     return report
 
 
-def _beside_target(source: str, spec: TaskSpec, failures: list[str]) -> Path | None:
-    """Where the published scripts look for extractions, when it is ours to write."""
+def provenance_path(stem: str | Path) -> Path:
+    """``<answer>-extraction.json``: who made the extraction files saved beside an answer file."""
+    return Path(f"{stem}-extraction.json")
+
+
+def _write_provenance(stem: Path, extractor: Any, label: str, ov: bool, sentiment: bool) -> None:
+    import json
+
+    path = provenance_path(stem)
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+    identity = extractor.identity() if hasattr(extractor, "identity") else {"backend": extractor.name}
+    for key, made in (("ov", ov), ("sentiment", sentiment)):
+        if made:
+            data[key] = {"source": label, "extractor": identity, "backend": extractor.name,
+                         "paper_protocol": bool(getattr(extractor, "paper_protocol", True))}
+    try:
+        path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    except OSError:
+        pass  # the npz files are there; only their provenance note is missing
+
+
+def _beside_target(source: str, spec: TaskSpec, failures: list[str], extractor: Any) -> Path | None:
+    """Where the published scripts look for extractions, when it is ours to write.
+
+    A provenance note (``<answer>-extraction.json``) goes with them, so a
+    later replay knows they are not the authors' and flags a non-protocol
+    (lexicon) extraction as such.
+    """
     path = Path(source)
     if failures or not path.is_file():
         return None

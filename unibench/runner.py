@@ -207,6 +207,10 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
 
                 fill_extractions(s, spec, extractor, output_dir=task_dir, names=task.names)
             warnings, flags = coverage_warnings(task, s)
+            kept = [src for src in dict.fromkeys((s.ov_source, s.sentiment_source)) if src.startswith("file:")]
+            if extractor is not None and kept:  # existing files win over the configured extractor: say so
+                warnings.append(f"{s.label}: used existing extractions ({'; '.join(kept)}) rather than "
+                                f"'{extractor.name}'; delete them to extract again")
             flags = s.flags + flags
             if s.extraction_failures:  # failed prompt A: empty prediction; failed prompt B: unparsed (0)
                 warnings.append(f"{len(s.extraction_failures)} extraction(s) failed for {s.source} "
