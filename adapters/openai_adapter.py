@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import time
 import wave
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -52,10 +51,6 @@ class OpenAIAdapterOptions:
     timeout: float = 120.0            # seconds per request
     max_retries: int = 5              # per sample, after the first try
     backoff: float = 1.0              # first retry delay (s); doubles each time
-
-
-class RequestFailed(Exception):
-    """One sample's request failed for good (counted by the runner, not fatal)."""
 
 
 # ---------------------------------------------------------------- request assembly (plain functions)
@@ -191,43 +186,9 @@ class OpenAIAdapter(Adapter):
         return UserError(f"openai: {message} (server {self._base_url()}, model '{self.options.model}')")
 
     def _request(self, body: dict[str, Any]) -> str:
-        from unibench.metrics.backends.openai_backend import error_message, backoff_delay, retry_after_seconds
+        from unibench.metrics.backends.openai_backend import chat_with_retries
 
-        client, err, o = self._client, self._errors, self.options
-        reason, connection_failures = "", 0
-        for attempt in range(o.max_retries + 1):
-            retry_after = None
-            try:
-                response = client.chat.completions.create(**body)
-                choices = getattr(response, "choices", None) or []
-                content = choices[0].message.content if choices and choices[0].message is not None else None
-                if content is not None:
-                    return content
-                reason = "response without message content"
-            except err.AuthenticationError as exc:
-                raise self._fatal(f"the server refused the API key from ${o.api_key_env} (HTTP {exc.status_code})")
-            except err.PermissionDeniedError as exc:
-                raise self._fatal(f"the API key from ${o.api_key_env} may not use this model (HTTP {exc.status_code})")
-            except err.NotFoundError:
-                raise self._fatal("no such model or endpoint (HTTP 404); check model= and base_url= (often ends in /v1)")
-            except err.APITimeoutError:
-                reason = f"timed out after {o.timeout:g} s"
-            except err.APIConnectionError as exc:
-                connection_failures += 1
-                reason = f"cannot connect ({exc.__cause__ or exc})"
-            except err.APIStatusError as exc:
-                if exc.status_code == 429 or exc.status_code >= 500:
-                    reason = f"HTTP {exc.status_code}"
-                    retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
-                else:  # 400, 413, 422: this request is wrong (e.g. the endpoint takes no audio); no retry
-                    raise RequestFailed(f"HTTP {exc.status_code}: {error_message(exc)}") from None
-            except Exception as exc:  # malformed JSON, a body that is not a completion, ...
-                reason = f"malformed response ({type(exc).__name__}: {exc})"
-            if attempt < o.max_retries:
-                time.sleep(backoff_delay(attempt, o.backoff, 60.0, retry_after))
-        if connection_failures == o.max_retries + 1:
-            raise self._fatal(f"cannot reach the server after {o.max_retries + 1} tries: {reason}")
-        raise RequestFailed(f"{reason} after {o.max_retries + 1} tries")
+        return chat_with_retries(self._client, self._errors, body, self.options, self._fatal)
 
     def _one(self, sample: Sample) -> str | Exception:
         try:

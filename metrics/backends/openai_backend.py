@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from unibench.errors import MissingExtraError, UserError
 from unibench.metrics.extraction import register_extractor
@@ -43,8 +43,16 @@ class FatalRequestError(Exception):
     """A failure that no retry will fix for any sample (bad key, no such model, server gone)."""
 
 
-class RejectedRequest(Exception):
+class RequestFailed(Exception):
+    """One sample's request failed for good, after its retries (counted, not fatal)."""
+
+
+class RejectedRequest(RequestFailed):
     """The server refused this request (HTTP 4xx other than 401/403/404/429): retrying will not help."""
+
+
+class Stopping(Exception):
+    """The run is stopping while a request waits to retry."""
 
 
 REJECTIONS_BEFORE_STOP = 8
@@ -142,48 +150,16 @@ class OpenAIExtractor(LLMExtractor):
 
     def _request(self, prompt: str, dec: Decoding) -> str | None:
         """One sample with retries; None when it still fails. Raises FatalRequestError for run-wide problems."""
-        client, err, o = self._client, self._errors, self.options
-        body = request_body(str(o.model), prompt, dec)
-        reason = ""
-        connection_failures = 0
-        for attempt in range(o.max_retries + 1):
-            retry_after = None
-            try:
-                response = client.chat.completions.create(**body)
-                choices = getattr(response, "choices", None) or []
-                content = choices[0].message.content if choices and choices[0].message is not None else None
-                if content is None:
-                    reason = "response without message content"
-                else:
-                    return content
-            except err.AuthenticationError as exc:
-                raise self._fatal(f"the server refused the API key from ${o.api_key_env} (HTTP {exc.status_code})")
-            except err.PermissionDeniedError as exc:
-                raise self._fatal(f"the API key from ${o.api_key_env} may not use this model (HTTP {exc.status_code})")
-            except err.NotFoundError:
-                raise self._fatal("no such model or endpoint (HTTP 404); check model= and base_url= "
-                                  "(it usually ends in /v1)")
-            except err.APITimeoutError:
-                reason = f"timed out after {o.timeout:g} s"
-            except err.APIConnectionError as exc:
-                connection_failures += 1
-                reason = f"cannot connect ({first_line(exc.__cause__ or exc)})"
-            except err.APIStatusError as exc:
-                status = exc.status_code
-                if status == 429 or status >= 500:
-                    reason = f"HTTP {status}"
-                    retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
-                else:  # 400, 422, ...: this request is wrong; retrying it will not help
-                    raise RejectedRequest(f"HTTP {status}: {error_message(exc)}") from None
-            except Exception as exc:  # malformed JSON, a body that is not a completion, ...
-                reason = f"malformed response ({type(exc).__name__}: {first_line(exc, 120)})"
-            if attempt < o.max_retries:
-                if self._stop.wait(backoff_delay(attempt, o.backoff, o.max_backoff, retry_after)):
-                    return None  # the run is stopping
-        if connection_failures == o.max_retries + 1:
-            raise self._fatal(f"cannot reach the server after {o.max_retries + 1} tries: {reason}")
-        self.note_failure(f"{reason} after {o.max_retries + 1} tries")
-        return None
+        try:
+            return chat_with_retries(self._client, self._errors, request_body(str(self.options.model), prompt, dec),
+                                     self.options, self._fatal, sleep=self._stop.wait)
+        except Stopping:
+            return None
+        except RejectedRequest:
+            raise  # counted by generate_stream: many in a row stop the run
+        except RequestFailed as exc:
+            self.note_failure(str(exc))
+            return None
 
     # ------------------------------------------------------------ generation
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
@@ -235,6 +211,59 @@ class OpenAIExtractor(LLMExtractor):
             except Exception:  # closing a client must never mask the run's outcome
                 pass
             self._client = None
+
+
+def chat_with_retries(client: Any, errors: Any, body: dict[str, Any], options: Any,
+                      fatal: Callable[[str], Exception], sleep: Callable[[float], Any] = time.sleep) -> str:
+    """One chat completion with retries: the message content.
+
+    429, 5xx, timeouts, connection errors and malformed responses are retried
+    with exponential backoff that honours ``Retry-After``. A bad key, a
+    missing model or a server that never answers raise ``fatal(message)``
+    (run-wide); another 4xx raises :class:`RejectedRequest`; running out of
+    retries raises :class:`RequestFailed`. ``sleep(seconds)`` returning True
+    means the run is stopping (:class:`Stopping`). Shared by the extractor
+    and the ``openai`` adapter; ``options`` needs api_key_env, timeout,
+    max_retries, backoff (and optionally max_backoff).
+    """
+    o, err = options, errors
+    max_backoff = getattr(o, "max_backoff", 60.0)
+    reason, connection_failures = "", 0
+    for attempt in range(o.max_retries + 1):
+        retry_after = None
+        try:
+            response = client.chat.completions.create(**body)
+            choices = getattr(response, "choices", None) or []
+            content = choices[0].message.content if choices and choices[0].message is not None else None
+            if content is not None:
+                return content
+            reason = "response without message content"
+        except err.AuthenticationError as exc:
+            raise fatal(f"the server refused the API key from ${o.api_key_env} (HTTP {exc.status_code})") from None
+        except err.PermissionDeniedError as exc:
+            raise fatal(f"the API key from ${o.api_key_env} may not use this model (HTTP {exc.status_code})") from None
+        except err.NotFoundError:
+            raise fatal("no such model or endpoint (HTTP 404); check model= and base_url= "
+                        "(it usually ends in /v1)") from None
+        except err.APITimeoutError:
+            reason = f"timed out after {o.timeout:g} s"
+        except err.APIConnectionError as exc:
+            connection_failures += 1
+            reason = f"cannot connect ({first_line(exc.__cause__ or exc)})"
+        except err.APIStatusError as exc:
+            status = exc.status_code
+            if status == 429 or status >= 500:
+                reason = f"HTTP {status}"
+                retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
+            else:  # 400, 413, 422, ...: this request is wrong (e.g. the endpoint takes no audio); no retry
+                raise RejectedRequest(f"HTTP {status}: {error_message(exc)}") from None
+        except Exception as exc:  # malformed JSON, a body that is not a completion, ...
+            reason = f"malformed response ({type(exc).__name__}: {first_line(exc, 120)})"
+        if attempt < o.max_retries and sleep(backoff_delay(attempt, o.backoff, max_backoff, retry_after)):
+            raise Stopping()
+    if connection_failures == o.max_retries + 1:
+        raise fatal(f"cannot reach the server after {o.max_retries + 1} tries: {reason}")
+    raise RequestFailed(f"{reason} after {o.max_retries + 1} tries")
 
 
 def resolve_base_url(base_url: str) -> str:
