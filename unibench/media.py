@@ -17,6 +17,16 @@ class MediaError(Exception):
     """A sample's media file cannot be used (per-sample failure, not fatal)."""
 
 
+def _existing(path: str | Path | None, kind: str, missing: str) -> Path:
+    """The sample's media file of this kind, or a MediaError saying why not."""
+    if path is None:
+        raise MediaError(f"no {kind} file for this sample")
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: {missing}")
+    return path
+
+
 def uniform_indices(n_total: int, n: int) -> list[int]:
     """n indices spread evenly over n_total items (repeats when n_total < n)."""
     if n_total <= 0:
@@ -37,11 +47,7 @@ def affectgpt_indices(n_total: int, n: int = 8) -> list[int]:
 
 def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
     """N uniformly sampled RGB frames of a video: uint8 array [n, H, W, 3]."""
-    if path is None:
-        raise MediaError("no video file for this sample")
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: video not found")
+    path = _existing(path, "video", "video not found")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty video file")
     try:
@@ -64,11 +70,7 @@ def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
 
 def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
     """N OpenFace face crops from ``openface_face/<name>.npy`` sampled as AffectGPT does: [n, H, W, 3]."""
-    if path is None:
-        raise MediaError("no face file for this sample")
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: face file not found")
+    path = _existing(path, "face", "face file not found")
     try:
         faces = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -80,11 +82,7 @@ def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
 
 def load_audio(path: str | Path | None, sample_rate: int = 16000) -> np.ndarray:
     """Mono float32 audio at ``sample_rate`` (resampled linearly when the file differs)."""
-    if path is None:
-        raise MediaError("no audio file for this sample")
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: audio not found")
+    path = _existing(path, "audio", "audio not found")
     try:
         import soundfile as sf
     except ImportError:
