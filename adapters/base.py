@@ -57,6 +57,20 @@ class AnswerSet:
     order: int = 0  # position among the task's answer files (for --select last)
 
 
+@dataclass(frozen=True)
+class AnswerRun:
+    """One of several answer files a model writes per task (e.g. one per released checkpoint).
+
+    Its answers go to ``results-<task>/<folder>/<label>.npz`` (the original
+    layout), and ``identity`` (what makes them differ, e.g. the checkpoint's
+    hash) enters the resume key.
+    """
+
+    label: str
+    folder: str
+    identity: str
+
+
 @dataclass
 class NoOptions:
     pass
@@ -74,6 +88,10 @@ class Adapter:
     inputs: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type] = NoOptions
     generates: ClassVar[bool] = True  # False for adapters that only replay existing answers
+    # Options naming a local model folder: the resume key holds the folder's content fingerprint, not its path.
+    model_ref_keys: ClassVar[tuple[str, ...]] = ("path", "model")
+    # task id -> subtitle column, where this model was run on another column than the task's default
+    subtitle_columns: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
@@ -97,6 +115,13 @@ class Adapter:
     def answer_sets(self, task: "TaskData") -> list[AnswerSet] | None:
         """Existing answers for a task (replay); None means 'run inference'."""
         return None
+
+    def answer_runs(self) -> list[AnswerRun]:
+        """Several answer files per task (each its own inference pass); [] means one, named after the model."""
+        return []
+
+    def use_run(self, run: AnswerRun) -> None:
+        """Answer the next samples as ``run`` (called before its samples; load lazily)."""
 
     def answer(self, samples: list[Sample]) -> list[str]:
         raise NotImplementedError(f"adapter '{self.name}' does not generate answers")

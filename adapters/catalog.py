@@ -18,6 +18,7 @@ BUILTIN = {
     "qwen3-omni": "hf_qwen_omni",
     "videollama3": "hf_videollama3",
     "qwen-audio": "hf_qwen_audio",
+    "affectgpt": "affectgpt",
 }
 
 

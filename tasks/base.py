@@ -54,17 +54,21 @@ class TaskData:
     root: Path                        # <data-root>/<folder>
     gt: dict[str, Any]                # name -> emo word | valence | list of words
     warnings: list[str] = field(default_factory=list)
-    _subtitles: dict[str, str] | None = None
+    _subtitles: dict[str, dict[str, str]] | None = None
 
     @property
     def names(self) -> list[str]:
         return list(self.gt)
 
-    def subtitles(self) -> dict[str, str]:
-        """name -> subtitle ('' when absent). Read on first use: scoring never needs it."""
+    def subtitles(self, column: str | None = None) -> dict[str, str]:
+        """name -> subtitle ('' when absent), from the task's column or ``column``. Read on first use:
+        scoring never needs it."""
+        column = column or self.spec.subtitle_column
         if self._subtitles is None:
-            self._subtitles = read_subtitles(self.root / self.spec.subtitle_file, self.spec.subtitle_column)
-        return self._subtitles
+            self._subtitles = {}
+        if column not in self._subtitles:
+            self._subtitles[column] = read_subtitles(self.root / self.spec.subtitle_file, column)
+        return self._subtitles[column]
 
     def media_path(self, name: str, kind: str) -> Path | None:
         """The first existing media file of this kind for a sample, else None."""

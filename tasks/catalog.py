@@ -6,21 +6,19 @@ _AUDIO = (".wav",)
 _FACE = (".npy",)
 
 
-def _media(video: str, audio: str, face: bool = False) -> tuple:
-    out = [("video", video, _VIDEO), ("audio", audio, _AUDIO)]
-    if face:
-        out.append(("face", "openface_face", _FACE))
-    return tuple(out)
+def _media(video: str, audio: str) -> tuple:
+    # every dataset folder of the benchmark ships OpenFace crops (AffectGPT reads them for all nine)
+    return (("video", video, _VIDEO), ("audio", audio, _AUDIO), ("face", "openface_face", _FACE))
 
 
 register_task(TaskSpec(
     id="mer2023", folder="mer2023-dataset-process", gt_file="label-6way.npz", gt_key="test1_corpus",
     expected_count=411, gt_kind="emo_str", family="basic",
-    subtitle_file="transcription-engchi-polish.csv", media=_media("video", "audio", face=True)))
+    subtitle_file="transcription-engchi-polish.csv", media=_media("video", "audio")))
 register_task(TaskSpec(
     id="mer2024", folder="mer2024-dataset-process", gt_file="label-6way.npz", gt_key="test1_corpus",
     expected_count=1169, gt_kind="emo_str", family="basic",
-    subtitle_file="transcription_merge.csv", media=_media("video", "audio", face=True)))
+    subtitle_file="transcription_merge.csv", media=_media("video", "audio")))
 register_task(TaskSpec(
     id="meld", folder="meld-process", gt_file="label.npz", gt_key="test_corpus",
     expected_count=2610, gt_kind="emo_index", family="basic",
@@ -42,11 +40,11 @@ register_task(TaskSpec(
 register_task(TaskSpec(
     id="sims", folder="sims-process", gt_file="label.npz", gt_key="test_corpus",
     expected_count=457, gt_kind="val", family="sentiment",
-    subtitle_file="transcription-engchi-polish.csv", media=_media("video", "audio", face=True)))
+    subtitle_file="transcription-engchi-polish.csv", media=_media("video", "audio")))
 register_task(TaskSpec(
     id="simsv2", folder="simsv2-process", gt_file="label.npz", gt_key="test_corpus",
     expected_count=1034, gt_kind="val", family="sentiment",
-    subtitle_file="transcription-engchi-polish.csv", media=_media("video_new", "audio", face=True)))
+    subtitle_file="transcription-engchi-polish.csv", media=_media("video_new", "audio")))
 register_task(TaskSpec(
     id="ovmerdplus", folder="ovmerdplus-process", gt_file="ovlabel.csv", gt_key="name,openset",
     expected_count=532, gt_kind="openset", family="ov",

@@ -5,7 +5,7 @@
 
 Each sample gets a video (8 frames 32x32; frame i is filled with the value
 ``frame_value(i)`` so frame sampling can be checked), a 16 kHz mono .wav and,
-where the task has them, an ``openface_face/<name>.npy`` array [4, 16, 16, 3].
+an ``openface_face/<name>.npy`` array [4, 16, 16, 3].
 Ground truth and subtitles follow spec §1 through ``fixtures.write_task``;
 the subtitles name the sample's emotion, so a text model or the lexicon
 extractor has something to find. Everything is invented and written here.
@@ -22,13 +22,13 @@ from fixtures import IEMOCAP_EMOTIONS, MELD_EMOTIONS, write_task
 MEDIA_LAYOUT = {
     "mer2023": ("video", ".mp4", "audio", True),
     "mer2024": ("video", ".mp4", "audio", True),
-    "meld": ("subvideo", ".mp4", "subaudio", False),
-    "iemocapfour": ("subvideo-tgt", ".avi", "subaudio", False),
-    "cmumosi": ("subvideo", ".mp4", "subaudio", False),
-    "cmumosei": ("subvideo_new", ".mp4", "subaudio", False),
+    "meld": ("subvideo", ".mp4", "subaudio", True),
+    "iemocapfour": ("subvideo-tgt", ".avi", "subaudio", True),
+    "cmumosi": ("subvideo", ".mp4", "subaudio", True),
+    "cmumosei": ("subvideo_new", ".mp4", "subaudio", True),
     "sims": ("video", ".mp4", "audio", True),
     "simsv2": ("video_new", ".mp4", "audio", True),
-    "ovmerdplus": ("video", ".mp4", "audio", False),
+    "ovmerdplus": ("video", ".mp4", "audio", True),
 }
 SUBTITLES = [
     "I am so happy to see you again, this is wonderful!",

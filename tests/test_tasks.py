@@ -140,7 +140,7 @@ def test_media_paths(tmp_path):
     media = {tid: {kind: folder for kind, folder, _ in TASKS[tid].media} for tid in TASKS}
     assert media["simsv2"]["video"] == "video_new" and media["iemocapfour"]["video"] == "subvideo-tgt"
     assert media["cmumosei"]["video"] == "subvideo_new" and media["meld"]["audio"] == "subaudio"
-    assert "face" not in media["ovmerdplus"]
+    assert all(media[tid]["face"] == "openface_face" for tid in TASKS)  # AffectGPT reads faces for all nine
 
 
 # ---------------------------------------------------------------- selecting tasks and the data root

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from unibench.adapters.base import Adapter, AnswerSet, Sample
+from unibench.adapters.base import Adapter, AnswerRun, AnswerSet, Sample
 from unibench.errors import UserError
 from unibench.metrics.prompts import (AFFECTGPT_DESCRIPTION_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
                                       OVMER_BASELINE_WITHOUT_SUBTITLE, prompt_hash)
@@ -134,7 +134,7 @@ def build_samples(adapter: Adapter, task: TaskData, question: Question,
             raise UserError(f"[{task.spec.id}] model '{adapter.name}' needs {kind} input, "
                             f"but task '{task.spec.id}' has no {kind} files in its layout")
     wants_subtitle = question.embeds_subtitle or ("subtitle" in adapter.inputs and question.pass_subtitle)
-    subtitles = task.subtitles() if wants_subtitle else {}
+    subtitles = task.subtitles(adapter.subtitle_columns.get(task.spec.id)) if wants_subtitle else {}
     out = []
     for name in names:
         subtitle = subtitles.get(name, "") or ""
@@ -155,12 +155,15 @@ def build_samples(adapter: Adapter, task: TaskData, question: Question,
 
 # ---------------------------------------------------------------- identity
 
-def answer_identity(adapter: Adapter, task: TaskData, question: Question) -> dict[str, Any]:
+def answer_identity(adapter: Adapter, task: TaskData, question: Question,
+                    run: AnswerRun | None = None) -> dict[str, Any]:
     """What produced the answers; ``key`` hashes the parts that change them."""
     described = adapter.describe()
     ignore = OPERATIONAL_OPTIONS | set(getattr(adapter, "resume_ignore", ()))
-    args = {k: _model_ref(v) if k in ("path", "model") else v
+    args = {k: _model_ref(v) if k in adapter.model_ref_keys else v
             for k, v in sorted(described.get("args", {}).items()) if k not in ignore}
+    if run is not None:  # e.g. the checkpoint of this answer file
+        args["run"] = run.identity
     keyed = {"schema": SCHEMA, "adapter": described.get("adapter", adapter.name), "args": args,
              "question": question.hash, "task": task.spec.fingerprint}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
@@ -330,15 +333,25 @@ def _answer_batch(adapter: Adapter, batch: list[Sample]) -> list[tuple[str | Non
     return out
 
 
-def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig") -> AnswerSet:
-    """Answer every (not yet answered) sample of ``task``; return the task's AnswerSet."""
+def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: AnswerRun | None = None) -> AnswerSet:
+    """Answer every (not yet answered) sample of ``task``; return the task's AnswerSet.
+
+    With ``run`` (one of ``adapter.answer_runs()``) the answers are that run's
+    answer file: log ``answers/<task>/<label>.jsonl``, npz
+    ``answers/results-<task>/<folder>/<label>.npz``.
+    """
     spec = task.spec
     question = resolve_question(getattr(config, "question", None), spec.question)
-    identity = answer_identity(adapter, task, question)
+    identity = answer_identity(adapter, task, question, run)
     model = adapter.model_id()
     out_dir = answers_dir(config, adapter)
-    log_path = out_dir / f"{spec.id}.jsonl"
-    npz_path = out_dir / f"results-{spec.id}" / safe_name(model) / f"{safe_name(model)}.npz"
+    if run is None:
+        log_path = out_dir / f"{spec.id}.jsonl"
+        npz_path = out_dir / f"results-{spec.id}" / safe_name(model) / f"{safe_name(model)}.npz"
+    else:
+        adapter.use_run(run)
+        log_path = out_dir / spec.id / f"{safe_name(run.label)}.jsonl"
+        npz_path = out_dir / f"results-{spec.id}" / safe_name(run.folder) / f"{safe_name(run.label)}.npz"
 
     records, valid_length = read_answer_log(log_path)
     for rec in records:

@@ -179,7 +179,10 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         if sets is None:
             if infer is None:
                 raise UserError(f"model '{adapter.name}' generates answers, which needs the inference runner")
-            sets = [infer(adapter, task, config)]
+            runs = adapter.answer_runs()  # e.g. one answer file per released checkpoint
+            sets = [infer(adapter, task, config, run=r) for r in runs] if runs else [infer(adapter, task, config)]
+            for i, s in enumerate(sets):
+                s.order = i
         if not sets:
             raise UserError(f"[{spec.id}] model '{model}' produced no answers")
         if config.select.startswith("file:"):
