@@ -127,8 +127,8 @@ class AffectGPTAdapter(Adapter):
         if opts.mode not in agi.MODES:
             raise UserError(f"--model-args mode={opts.mode}: unknown input mode (known: {', '.join(agi.MODES)})")
         self.mode = agi.MODES[opts.mode]
-        self.inputs = (*self.mode.media, "subtitle")  # what the runner hands over ('frame' reads the video)
-        self.inputs = tuple("video" if k == "frame" else k for k in self.inputs)
+        # what the runner hands over ('frame' modes read the video)
+        self.inputs = (*("video" if k == "frame" else k for k in self.mode.media), "subtitle")
         if opts.max_new_tokens < 1 or opts.max_new_tokens >= opts.max_length:
             raise UserError(f"--model-args max_new_tokens={opts.max_new_tokens}: must be at least 1 and below "
                             f"max_length={opts.max_length} (the prompt keeps max_length - max_new_tokens tokens)")

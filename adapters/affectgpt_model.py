@@ -143,7 +143,7 @@ def check_keys(path: Path, state: dict[str, torch.Tensor], expected: dict[str, t
         hint = ""
         if ".lora_A." in k and got[1:] == want[1:]:
             hint = f"; its LoRA rank is {got[0]}: pass lora_r={got[0]}"
-        elif k.startswith(FUSION_LAYERS[:3]) or k.startswith(("affectgpt_proj", "audio_llama_proj", "multi_llama_proj")):
+        elif _group(k) == "fusion":
             hint = "; was it trained with another base LLM, CLIP or HuBERT?"
         raise UserError(f"{path}: {len(wrong)} tensor(s) of the wrong shape (e.g. {k}: checkpoint "
                         f"{list(got)}, model {list(want)}{hint})")

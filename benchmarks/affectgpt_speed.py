@@ -17,17 +17,17 @@ CPU smoke run of the script itself with the tests' tiny models (no GPU, under 2 
 
     python3 benchmarks/affectgpt_speed.py --cpu-tiny
 
-Each of --samples synthetic samples (8 random 224x224 faces, 5 s of noise audio, a subtitle; mode
-multiface_audio_face_text) goes through ``modality_tokens`` + ``encode`` one at a time, as the adapter does,
-then batched greedy ``generate``. Per batch size: samples/s end to end (encoding included) and
-``torch.cuda.max_memory_allocated`` (reset per batch size), plus the peak after loading: these are the memory
-needs of the real 7B model in fp16 (random weights rarely stop early, so their rows run --max-new-tokens).
-The greedy answers at each batch size are compared with the smallest batch size's (batch size 1 by default).
-Without a visible CUDA GPU (and no --cpu-tiny) it prints one line and exits 0.
+Each of --samples synthetic samples (8 random faces, 5 s of noise audio, a subtitle; mode multiface_audio_face_text)
+goes through ``modality_tokens`` + ``encode`` one at a time, as the adapter does, then batched greedy ``generate``.
+Per batch size: samples/s end to end (encoding included) and ``torch.cuda.max_memory_allocated`` (reset per batch
+size), plus the peak after loading: the memory needs of the real 7B model in fp16 are what it reports (random weights
+rarely stop early, so their rows run all --max-new-tokens). Greedy answers at each batch size are compared with the
+smallest batch size's (1 by default). Without a CUDA GPU (and no --cpu-tiny) it prints one line and exits 0.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import shutil
@@ -59,16 +59,9 @@ HUBERT_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=
                     do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True)
 
 
-def gib(n: float) -> float:
-    return round(n / 2**30, 2)
-
-
 def random_parts(root: Path, device: str, shrink: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Full-size random-weight parts written under ``root`` (llm/, clip/, hubert/, checkpoint_000000.pth).
-
-    ``shrink`` overrides sizes (for trying this on a CPU: {"llm": {...}, "clip": {...}, "hubert": {...}}).
-    """
-    from affectgpt_fixtures import PROMPT_WORDS
+    """Random-weight parts under ``root`` (llm/ clip/ hubert/ checkpoint_000000.pth); ``shrink``: smaller sizes."""
+    from affectgpt_fixtures import PROMPT_WORDS, checkpoint_shapes
     from extraction_throughput import QWEN25_7B, build_tokenizer
     from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, GenerationConfig, HubertConfig, HubertModel,
                               Qwen2Config, Qwen2ForCausalLM, Wav2Vec2FeatureExtractor)
@@ -76,8 +69,8 @@ def random_parts(root: Path, device: str, shrink: dict[str, Any] | None = None) 
     from unibench.adapters.affectgpt_model import LLM_PREFIX, Fusion
 
     shrink = shrink or {}
-    spec = {k: v for k, v in QWEN25_7B.items() if k not in ("architectures", "model_type")}
-    spec.update(shrink.get("llm", {}))
+    spec = {k: v for k, v in QWEN25_7B.items() if k not in ("architectures", "model_type")} | shrink.get("llm", {})
+    clip, hubert = CLIP_L14 | shrink.get("clip", {}), HUBERT_LARGE | shrink.get("hubert", {})
     n_regular = spec["vocab_size"] - 421  # Qwen's layout: 151643 regular tokens, then 3 special + 418 spare ids
     eot, im_end = n_regular, n_regular + 2
     parts = {name: root / name for name in ("llm", "clip", "hubert")}
@@ -92,31 +85,23 @@ def random_parts(root: Path, device: str, shrink: dict[str, Any] | None = None) 
             torch.set_default_dtype(torch.float32)  # the released encoders are fp32 files
             llm.save_pretrained(parts["llm"])
             del llm
-            CLIPModel(CLIPConfig(**{**CLIP_L14, **shrink.get("clip", {})})).save_pretrained(parts["clip"])
-            HubertModel(HubertConfig(**{**HUBERT_LARGE, **shrink.get("hubert", {})})).save_pretrained(parts["hubert"])
+            CLIPModel(CLIPConfig(**clip)).save_pretrained(parts["clip"])
+            HubertModel(HubertConfig(**hubert)).save_pretrained(parts["hubert"])
     finally:
         torch.set_default_dtype(default)
     GenerationConfig(bos_token_id=eot, pad_token_id=eot, eos_token_id=[im_end, eot], do_sample=True,
                      repetition_penalty=1.05, temperature=0.7, top_p=0.8, top_k=20).save_pretrained(parts["llm"])
     CLIPImageProcessor().save_pretrained(parts["clip"])
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(parts["hubert"])
-    # the checkpoint: LoRA A/B of every layer and projection (r=16), and the fusion layers for 768/1024 -> d_llm
+    # the checkpoint: the tests' key list at these sizes (LoRA r=16), fusion layers for d_visual/d_audio -> d_llm
     gen = torch.Generator().manual_seed(1)
     kv = spec["hidden_size"] // spec["num_attention_heads"] * spec["num_key_value_heads"]
-    d, inter = spec["hidden_size"], spec["intermediate_size"]
-    io = {"self_attn.q_proj": (d, d), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
-          "self_attn.o_proj": (d, d), "mlp.gate_proj": (d, inter), "mlp.up_proj": (d, inter), "mlp.down_proj": (inter, d)}
-    state: dict[str, torch.Tensor] = {}
-    for i in range(spec["num_hidden_layers"]):
-        for mod, (n_in, n_out) in io.items():
-            base = f"{LLM_PREFIX}base_model.model.model.layers.{i}.{mod}"
-            state[f"{base}.lora_A.default.weight"] = torch.randn(16, n_in, generator=gen) * 0.02
-            state[f"{base}.lora_B.default.weight"] = torch.randn(n_out, 16, generator=gen) * 0.02
-    d_visual = shrink.get("clip", {}).get("projection_dim", CLIP_L14["projection_dim"])
-    d_audio = shrink.get("hubert", {}).get("hidden_size", HUBERT_LARGE["hidden_size"])
+    lora = checkpoint_shapes(16, spec["hidden_size"], spec["num_hidden_layers"], spec["intermediate_size"], kv)
     with torch.device("meta"):
-        fusion = {k: tuple(v.shape) for k, v in Fusion(d_visual, d_audio, d).state_dict().items()}
-    state.update({k: torch.randn(*shape, generator=gen) * 0.02 for k, shape in fusion.items()})
+        fusion = Fusion(clip["projection_dim"], hubert["hidden_size"], spec["hidden_size"])
+    shapes = {**{k: v for k, v in lora.items() if k.startswith(LLM_PREFIX)},
+              **{k: tuple(v.shape) for k, v in fusion.state_dict().items()}}
+    state = {k: torch.randn(*shape, generator=gen) * 0.02 for k, shape in shapes.items()}
     parts["checkpoint"] = root / "checkpoint_000000.pth"
     torch.save({"model": state, "optimizer": {}, "config": {}, "scaler": None, "epoch": 0}, parts["checkpoint"])
     return parts
@@ -143,15 +128,17 @@ def run_batches(model: Any, samples: list[dict[str, Any]], bs: int, max_new_toke
 
 def peak(cuda: bool) -> float:
     """GiB: torch.cuda.max_memory_allocated on a GPU, else the process's peak RSS."""
-    return gib(torch.cuda.max_memory_allocated()) if cuda else gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    used = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return round(used / 2**30, 2)
 
 
-def measure(parts: dict[str, Path], device: str, dtype: torch.dtype, sizes: list[int], n: int,
+def measure(parts: dict[str, Any], device: str, dtype: torch.dtype, sizes: list[int], n: int,
             max_new_tokens: int) -> dict[str, Any]:
     from unibench.adapters.affectgpt_model import AffectGPTModel
 
     cuda = device.startswith("cuda")
     if cuda:
+        gc.collect()  # the random parts' builders, if any, are gone before the peak counts
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -161,7 +148,7 @@ def measure(parts: dict[str, Path], device: str, dtype: torch.dtype, sizes: list
                            "llm_vocab": int(model.llm.get_input_embeddings().weight.shape[0]),
                            "load_seconds": round(time.perf_counter() - t0, 1), "load_peak_gib": peak(cuda),
                            "memory": "torch.cuda.max_memory_allocated" if cuda else "process peak RSS",
-                           "samples": n, "max_new_tokens": max_new_tokens, "rows": []}
+                           "samples": n, "max_new_tokens": max_new_tokens, "reference_batch_size": sizes[0], "rows": []}
     samples = synthesize(n)
     run_batches(model, samples[:1], 1, 2)  # warm-up (kernels, allocator), untimed
     reference: list[str] | None = None
@@ -176,7 +163,7 @@ def measure(parts: dict[str, Path], device: str, dtype: torch.dtype, sizes: list
         seconds = time.perf_counter() - t0
         reference = reference if reference is not None else answers
         out["rows"].append({"batch_size": bs, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 3),
-                            "peak_gib": peak(cuda), "same_as_first": sum(a == b for a, b in zip(answers, reference)),
+                            "peak_gib": peak(cuda), "same_answers": sum(a == b for a, b in zip(answers, reference)),
                             "total": n})
     return out
 
@@ -216,7 +203,6 @@ def main() -> int:
         elif args.random:
             t0 = time.perf_counter()
             parts = random_parts(work, device)
-            torch.cuda.empty_cache()
             what = f"full-size random weights (built and written in {time.perf_counter() - t0:.0f} s)"
         else:
             parts = {"llm": args.llm, "clip": args.clip, "hubert": args.hubert, "checkpoint": args.checkpoint}
@@ -233,7 +219,7 @@ def main() -> int:
     print(f"  {'batch':>5}  {'seconds':>8}  {'samples/s':>9}  {'peak GiB':>8}  same as bs{sizes[0]}")
     for r in result["rows"]:
         print(f"  {r['batch_size']:>5}  {r['seconds']:>8.2f}  {r['samples_per_s']:>9.3f}  {r['peak_gib']:>8.2f}  "
-              f"{r['same_as_first']}/{r['total']}")
+              f"{r['same_answers']}/{r['total']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"  wrote {args.json}")

@@ -545,3 +545,23 @@ def test_released_answers_give_the_published_numbers(capsys, tmp_path, shared_da
         row = next(csv.DictReader(fh))
     assert (row["model"], row["selection"], row["mer2023"], row["cmumosi"]) == ("affectgpt", "best-of-7", "78.54",
                                                                                "81.30")
+
+
+def test_all_nine_tasks_on_cpu(capsys, tmp_path, parts, tiny_lexicon_dir):
+    from unibench.tasks.base import TASKS
+
+    for task in TASKS:
+        make_task_folder(tmp_path / "data", task, n=1)
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, "--model", "affectgpt", "--model-args",
+                          model_args(parts, checkpoint=parts["ckpt35"], max_new_tokens=4),  # published sampling
+                          "--task", "all", "--data-root", tmp_path / "data", "--allow-count-mismatch",
+                          "--extractor", "lexicon", "--lexicon", tiny_lexicon_dir, "--output", out, "--no-progress")
+    assert rc == 0, err
+    with open(out / "leaderboard.csv", encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["n_tasks"] == "9" and "failed-samples" not in row["flags"]
+    for task in TASKS:
+        records, _ = read_answer_log(out / "affectgpt" / "answers" / task / "checkpoint_000035_loss_0.500.jsonl")
+        assert len(records) == 1 and records[0]["error"] is None, task
+        assert records[0]["adapter"]["decoding"].startswith("sampling")
