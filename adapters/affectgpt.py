@@ -206,8 +206,15 @@ class AffectGPTAdapter(Adapter):
                 import torch
 
                 dtype = torch.float16  # what the published row ran
-            self._model = AffectGPTModel(opts.llm, opts.clip, opts.hubert, device, dtype,
-                                         lora_r=opts.lora_r, lora_alpha=opts.lora_alpha)
+            try:
+                self._model = AffectGPTModel(opts.llm, opts.clip, opts.hubert, device, dtype,
+                                             lora_r=opts.lora_r, lora_alpha=opts.lora_alpha)
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. an LLM whose layers peft cannot find: a setup error
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise UserError(f"cannot build AffectGPT from llm={opts.llm}, clip={opts.clip}, "
+                                f"hubert={opts.hubert}: {type(exc).__name__}: {text}") from None
         if self._current is not None:
             self._model.load_checkpoint(self._current)
         return self._model

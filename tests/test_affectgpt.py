@@ -565,3 +565,13 @@ def test_all_nine_tasks_on_cpu(capsys, tmp_path, parts, tiny_lexicon_dir):
         records, _ = read_answer_log(out / "affectgpt" / "answers" / task / "checkpoint_000035_loss_0.500.jsonl")
         assert len(records) == 1 and records[0]["error"] is None, task
         assert records[0]["adapter"]["decoding"].startswith("sampling")
+
+
+def test_wrong_base_models_are_one_line(capsys, tmp_path, parts, tiny_lexicon_dir):
+    make_task_folder(tmp_path / "data", "mer2023", n=1)
+    for swap, message in ((dict(clip=parts["hubert"]), "clip="), (dict(llm=tmp_path / "nothing"), "llm=")):
+        args = model_args({**parts, **swap}, checkpoint=parts["ckpt30"], max_new_tokens=2)
+        rc, _, err = run(capsys, "--model", "affectgpt", "--model-args", args, "--task", "mer2023",
+                         "--data-root", tmp_path / "data", "--allow-count-mismatch", "--extractor", "lexicon",
+                         "--output", tmp_path / "out", "--no-progress", "--lexicon", tiny_lexicon_dir)
+        assert rc != 0 and message in err and "Traceback" not in err, err
