@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from unibench.errors import MissingExtraError
-from unibench.media import MediaError, affectgpt_indices
+from unibench.media import MediaError, affectgpt_indices, load_frames
 
 # Placeholder tokens, in the order the original adds them to the tokenizer (they take the next free ids).
 IMAGE, AUDIO, FRAME, FACE, MULTI = "<ImageHere>", "<AudioHere>", "<FrameHere>", "<FaceHere>", "<MultiHere>"
@@ -137,28 +137,9 @@ def load_video_frames(path: str | Path | None, n: int = N_FRAMES) -> np.ndarray:
     The original decodes with decord at 224x224; here PyAV decodes and cv2
     resizes, so frame-mode pixels are close to, not equal to, the original's.
     """
-    if path is None:
-        raise MediaError("no video file for this sample")
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: video not found")
-    try:
-        import av
-    except ImportError:
-        raise MissingExtraError("av", "media", "reading video") from None
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except MediaError:
-        raise
-    except Exception as exc:  # PyAV raises many error types for broken files
-        raise MediaError(f"{path}: cannot decode video ({exc})") from None
-    if not frames:
-        raise MediaError(f"{path}: video has no frames")
+    frames = load_frames(path, n, sampler=affectgpt_indices)
     cv2 = _cv2()
-    return np.stack([cv2.resize(frames[i], (IMAGE_SIZE, IMAGE_SIZE)) for i in affectgpt_indices(len(frames), n)])
+    return np.stack([cv2.resize(f, (IMAGE_SIZE, IMAGE_SIZE)) for f in frames])
 
 
 def clip_pixels(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -575,3 +575,14 @@ def test_wrong_base_models_are_one_line(capsys, tmp_path, parts, tiny_lexicon_di
                          "--data-root", tmp_path / "data", "--allow-count-mismatch", "--extractor", "lexicon",
                          "--output", tmp_path / "out", "--no-progress", "--lexicon", tiny_lexicon_dir)
         assert rc != 0 and message in err and "Traceback" not in err, err
+
+
+def test_frame_modes_sample_video_frames_with_the_original_rule(tmp_path):
+    from media_fixtures import frame_value, write_video
+
+    write_video(tmp_path / "v.mp4", n_frames=20)
+    frames = agi.load_video_frames(tmp_path / "v.mp4")
+    assert frames.shape == (8, 224, 224, 3)
+    # frame i is filled with frame_value(i); the codec may blur values slightly
+    got = [int(round(float(f.mean()))) for f in frames]
+    assert all(abs(g - frame_value(i) % 256) <= 3 for g, i in zip(got, [0, 2, 5, 7, 10, 12, 15, 17])), got

@@ -45,8 +45,8 @@ def affectgpt_indices(n_total: int, n: int = 8) -> list[int]:
     return idx + [idx[-1]] * (n - len(idx))
 
 
-def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
-    """N uniformly sampled RGB frames of a video: uint8 array [n, H, W, 3]."""
+def load_frames(path: str | Path | None, n: int = 8, sampler=uniform_indices) -> np.ndarray:
+    """N RGB frames of a video, picked by ``sampler(total, n)`` (default: uniform): uint8 array [n, H, W, 3]."""
     path = _existing(path, "video", "video not found")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty video file")
@@ -65,7 +65,7 @@ def load_frames(path: str | Path | None, n: int = 8) -> np.ndarray:
         raise MediaError(f"{path}: cannot decode video ({exc})") from None
     if not frames:
         raise MediaError(f"{path}: video has no frames")
-    return np.stack([frames[i] for i in uniform_indices(len(frames), n)])
+    return np.stack([frames[i] for i in sampler(len(frames), n)])
 
 
 def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
