@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from unibench.errors import MissingExtraError
-from unibench.media import MediaError, affectgpt_indices, load_frames
+from unibench.media import MediaError, affectgpt_indices, existing_file, load_frames, read_audio
 
 # Placeholder tokens, in the order the original adds them to the tokenizer (they take the next free ids).
 IMAGE, AUDIO, FRAME, FACE, MULTI = "<ImageHere>", "<AudioHere>", "<FrameHere>", "<FaceHere>", "<MultiHere>"
@@ -119,11 +119,7 @@ def sample_faces(faces: np.ndarray, source: str | Path, n: int = N_FRAMES) -> np
 
 def load_face_file(path: str | Path | None, n: int = N_FRAMES) -> np.ndarray:
     """``openface_face/<name>.npy`` -> uint8 [n, 224, 224, 3] (MediaError naming the file on a bad one)."""
-    if path is None:
-        raise MediaError("no face file (openface_face/<name>.npy) for this sample")
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: face file not found")
+    path = existing_file(path, "face", "face file not found")
     try:
         faces = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a broken file
@@ -199,21 +195,7 @@ def load_waveform(path: str | Path | None) -> Any:
     """
     import torch
 
-    if path is None:
-        raise MediaError("no audio file for this sample")
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: audio not found")
-    try:
-        import soundfile as sf
-    except ImportError:
-        raise MissingExtraError("soundfile", "media", "reading audio") from None
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise MediaError(f"{path}: cannot read audio ({exc})") from None
-    if data.size == 0:
-        raise MediaError(f"{path}: empty audio")
+    data, sr = read_audio(path)
     wave = torch.from_numpy(np.ascontiguousarray(data.T))
     if sr != SAMPLE_RATE:
         wave = resample(wave, sr, SAMPLE_RATE)

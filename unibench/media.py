@@ -17,7 +17,7 @@ class MediaError(Exception):
     """A sample's media file cannot be used (per-sample failure, not fatal)."""
 
 
-def _existing(path: str | Path | None, kind: str, missing: str) -> Path:
+def existing_file(path: str | Path | None, kind: str, missing: str) -> Path:
     """The sample's media file of this kind, or a MediaError saying why not."""
     if path is None:
         raise MediaError(f"no {kind} file for this sample")
@@ -47,7 +47,7 @@ def affectgpt_indices(n_total: int, n: int = 8) -> list[int]:
 
 def load_frames(path: str | Path | None, n: int = 8, sampler=uniform_indices) -> np.ndarray:
     """N RGB frames of a video, picked by ``sampler(total, n)`` (default: uniform): uint8 array [n, H, W, 3]."""
-    path = _existing(path, "video", "video not found")
+    path = existing_file(path, "video", "video not found")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty video file")
     try:
@@ -70,7 +70,7 @@ def load_frames(path: str | Path | None, n: int = 8, sampler=uniform_indices) ->
 
 def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
     """N OpenFace face crops from ``openface_face/<name>.npy`` sampled as AffectGPT does: [n, H, W, 3]."""
-    path = _existing(path, "face", "face file not found")
+    path = existing_file(path, "face", "face file not found")
     try:
         faces = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -80,9 +80,9 @@ def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:
     return faces[affectgpt_indices(faces.shape[0], n)].astype(np.uint8, copy=False)
 
 
-def load_audio(path: str | Path | None, sample_rate: int = 16000) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` (resampled linearly when the file differs)."""
-    path = _existing(path, "audio", "audio not found")
+def read_audio(path: str | Path | None) -> tuple[np.ndarray, int]:
+    """All channels of an audio file as it is: float32 [samples, channels] and its sample rate."""
+    path = existing_file(path, "audio", "audio not found")
     try:
         import soundfile as sf
     except ImportError:
@@ -93,6 +93,12 @@ def load_audio(path: str | Path | None, sample_rate: int = 16000) -> np.ndarray:
         raise MediaError(f"{path}: cannot read audio ({exc})") from None
     if data.size == 0:
         raise MediaError(f"{path}: empty audio")
+    return data, sr
+
+
+def load_audio(path: str | Path | None, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float32 audio at ``sample_rate`` (resampled linearly when the file differs)."""
+    data, sr = read_audio(path)
     mono = data.mean(axis=1)
     if sr != sample_rate:
         n_out = max(1, int(round(len(mono) * sample_rate / sr)))
