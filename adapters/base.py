@@ -55,6 +55,17 @@ class AnswerSet:
     flags: list[str] = field(default_factory=list)  # e.g. failed-samples:N, partial:N/M (leaderboard)
     extraction_failures: list[str] = field(default_factory=list)  # 'ov:<name>' / 'sentiment:<name>' (extractor gave None)
     order: int = 0  # position among the task's answer files (for --select last)
+    # name -> why its answer is unusable (not text: a number, list, dict, bytes, null): a failed sample, flagged
+    rejected: dict[str, str] = field(default_factory=dict)
+    # flags that come with the extraction files read beside the answers (e.g. an earlier extractor:lexicon)
+    extraction_flags: list[str] = field(default_factory=list)
+
+    def drop_extractions(self) -> None:
+        """Forget extraction files read beside the answers (``--force-extract``: the extractor redoes them)."""
+        self.ov_labels = self.sentiments = None
+        self.ov_source = self.sentiment_source = ""
+        self.extraction_flags = []
+        self.extraction_failures = []
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable
 
 from unibench.adapters.base import Adapter, AnswerSet, register_adapter
 from unibench.errors import UserError
-from unibench.safe_npz import load_npz
+from unibench.safe_npz import check_unique_names, load_npz
 from unibench.tasks.base import TaskData, read_csv_rows
 
 
@@ -33,13 +34,71 @@ def is_answer_npz(path: Path) -> bool:
     return path.suffix == ".npz" and "-openset" not in path.name and not path.name.endswith("-sentiment.npz")
 
 
+def unique_names(pairs: Iterable[tuple[str, Any]], path: Path, what: str,
+                 notes: list[str]) -> dict[str, Any]:
+    """name -> value; a name given twice is counted once when both values agree (said in ``notes``),
+    refused when they differ (the last copy must never silently win)."""
+    pairs = list(pairs)
+    check_unique_names(path, [n for n, _ in pairs], [v for _, v in pairs], what, notes)
+    return dict(pairs)
+
+
+def _text_name(name: Any, path: Path, where: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{path}: {where}sample name {_shown(name)} is not text")
+    return str(name)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text[:40] + "..." if len(text) > 40 else text
+
+
+def valid_text(text: str) -> str:
+    """Text an extractor and the cache can take: lone surrogates (bytes that were not UTF-8) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return str(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def split_answers(raw: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(text answers, name -> why the rest is not text). A number, list, dict, bytes or null is never
+    turned into a string and scored: it is a failed sample, counted and flagged."""
+    answers, rejected = {}, {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            answers[name] = valid_text(value)
+        else:
+            rejected[name] = f"answer is {type(value).__name__}, not text"
+    return answers, rejected
+
+
 def read_extraction_npz(path: Path) -> dict[str, str]:
-    """An authors' extraction file: arrays ``filenames`` and ``fileitems``."""
-    data = load_npz(path, ["filenames", "fileitems"])
-    names, items = list(data["filenames"]), list(data["fileitems"])
+    """An extraction file (arrays ``filenames`` and ``fileitems``) -> name -> item ('' where not text)."""
+    return read_extraction_file(path)[0]
+
+
+def read_extraction_file(path: Path, notes: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """An extraction file (arrays ``filenames`` and ``fileitems``) -> (name -> item, names whose item is
+    not text: failed extractions)."""
+    notes = notes if notes is not None else []
+    data = load_npz(path, ["filenames", "fileitems"], notes=notes)
+    try:
+        names, items = list(data["filenames"]), list(data["fileitems"])
+    except TypeError:
+        raise UserError(f"{path}: 'filenames' and 'fileitems' must be arrays") from None
     if len(names) != len(items):
         raise UserError(f"{path}: 'filenames' has {len(names)} entries but 'fileitems' has {len(items)}")
-    return {str(n): str(i) for n, i in zip(names, items)}
+    pairs = unique_names(((_text_name(n, path, "'filenames': "), i) for n, i in zip(names, items)),
+                         path, "key 'filenames'", notes)
+    failed = [n for n, i in pairs.items() if not isinstance(i, str)]
+    return {n: (valid_text(i) if isinstance(i, str) else "") for n, i in pairs.items()}, failed
+
+
+PROVENANCE_HINT = ("delete it together with the -openset*.npz files beside it to extract again, or restore "
+                   "the note written by run_bench")
 
 
 def read_provenance(stem: Path) -> dict:
@@ -49,9 +108,30 @@ def read_provenance(stem: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8; {PROVENANCE_HINT}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: not a valid extraction note ({str(exc).splitlines()[0][:100]}); "
+                        f"{PROVENANCE_HINT}") from None
+    problem = _provenance_problem(data)
+    if problem:
+        raise UserError(f"{path}: not a valid extraction note ({problem}); {PROVENANCE_HINT}")
+    return data
+
+
+def _provenance_problem(data: Any) -> str:
+    if not isinstance(data, dict):
+        return f"holds {type(data).__name__}, expected an object with 'ov' / 'sentiment' entries"
+    for key in ("ov", "sentiment"):
+        entry = data.get(key)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            return f"'{key}' is {type(entry).__name__}, expected an object"
+        for field_name, kind in (("source", str), ("backend", str), ("paper_protocol", bool)):
+            if field_name in entry and not isinstance(entry[field_name], kind):
+                return f"'{key}.{field_name}' is {type(entry[field_name]).__name__}, expected {kind.__name__}"
+    return ""
 
 
 def attach_extractions(answer_set: AnswerSet, answer_path: Path) -> AnswerSet:
@@ -64,31 +144,37 @@ def attach_extractions(answer_set: AnswerSet, answer_path: Path) -> AnswerSet:
         by = (made_by.get(key) or {}).get("source")
         return f"file:{path}" + (f" (made by {by})" if by else "")
 
+    notes: list[str] = []
     if ov.is_file():
-        answer_set.ov_labels = read_extraction_npz(ov)
+        answer_set.ov_labels, failed = read_extraction_file(ov, notes)
         answer_set.ov_source = source(ov, "ov")
+        answer_set.extraction_failures.extend(f"ov:{n}" for n in failed)
     if senti.is_file():
-        answer_set.sentiments = read_extraction_npz(senti)
+        answer_set.sentiments, failed = read_extraction_file(senti, notes)
         answer_set.sentiment_source = source(senti, "sentiment")
+        answer_set.extraction_failures.extend(f"sentiment:{n}" for n in failed)
+    answer_set.warnings.extend(notes)
     for key, path in (("ov", ov), ("sentiment", senti)):
         entry = made_by.get(key) or {}
         if path.is_file() and entry.get("paper_protocol") is False:  # e.g. an earlier --extractor lexicon run
             flag = f"extractor:{entry.get('backend', 'unknown')}"
-            if flag not in answer_set.flags:
-                answer_set.flags.append(flag)
+            if flag not in answer_set.extraction_flags:
+                answer_set.extraction_flags.append(flag)
     return answer_set
 
 
-def read_answer_npz(path: Path) -> dict[str, str]:
-    data = load_npz(path, ["name2reason"])["name2reason"]
+def read_answer_npz(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
+    """name -> stored answer (any type: :func:`split_answers` sorts out what is not text)."""
+    data = load_npz(path, ["name2reason"], notes=notes)["name2reason"]
     if not isinstance(data, dict):
         raise UserError(f"{path}: 'name2reason' holds {type(data).__name__}, expected a dict name -> answer")
-    return {str(k): ("" if v is None else str(v)) for k, v in data.items()}
+    return {_text_name(k, path, "'name2reason': "): v for k, v in data.items()}
 
 
-def read_answer_table(path: Path, task_id: str | None) -> dict[str, str]:
-    """JSONL or CSV rows with name, answer (and optional task) fields."""
-    rows: list[dict] = []
+def read_answer_table(path: Path, task_id: str | None, notes: list[str] | None = None) -> dict[str, Any]:
+    """JSONL or CSV rows with name, answer (and optional task) fields -> name -> stored answer."""
+    notes = notes if notes is not None else []
+    rows: list[tuple[int, dict]] = []
     if path.suffix == ".jsonl":
         try:
             with open(path, encoding="utf-8") as fh:
@@ -99,24 +185,26 @@ def read_answer_table(path: Path, task_id: str | None) -> dict[str, str]:
                         row = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise UserError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+                    except RecursionError:
+                        raise UserError(f"{path}: line {lineno}: nested too deeply") from None
                     if not isinstance(row, dict) or "name" not in row or "answer" not in row:
                         raise UserError(f"{path}: line {lineno}: needs 'name' and 'answer' fields")
-                    rows.append(row)
+                    rows.append((lineno, row))
         except UnicodeDecodeError as exc:
             raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     elif path.suffix == ".csv":
-        rows = read_csv_rows(path, required=("name", "answer"))
+        rows = [(i + 2, r) for i, r in enumerate(read_csv_rows(path, required=("name", "answer")))]
     else:
         raise UserError(f"{path}: answer files must be .npz, .jsonl or .csv")
-    out: dict[str, str] = {}
-    for row in rows:
-        if task_id is not None and row.get("task") not in (None, "", task_id):
+    pairs = []
+    for lineno, row in rows:
+        task = row.get("task")
+        if task is not None and not isinstance(task, str):
+            raise UserError(f"{path}: line {lineno}: 'task' is {_shown(task)}, not a task id")
+        if task_id is not None and task not in (None, "", task_id):
             continue
-        name = str(row["name"])
-        if name in out:
-            raise UserError(f"{path}: sample '{name}' appears twice")
-        out[name] = "" if row["answer"] is None else str(row["answer"])
-    return out
+        pairs.append((_text_name(row["name"], path, f"line {lineno}: "), row["answer"]))
+    return unique_names(pairs, path, "answers", notes)
 
 
 @register_adapter
@@ -153,11 +241,9 @@ class ReplayAdapter(Adapter):
 
     # ------------------------------------------------------------------
     def _from_table(self, path: Path, task: TaskData) -> AnswerSet:
-        if path.suffix == ".npz":
-            answers = read_answer_npz(path)
-        else:
-            answers = read_answer_table(path, task.spec.id)
-        return attach_extractions(AnswerSet(label=path.stem, answers=answers, source=str(path)), path)
+        notes: list[str] = []
+        raw = read_answer_npz(path, notes) if path.suffix == ".npz" else read_answer_table(path, task.spec.id, notes)
+        return answer_set(path, raw, notes)
 
     def _from_results_dir(self, task_dir: Path, task: TaskData) -> list[AnswerSet]:
         runs = sorted(p for p in task_dir.iterdir() if p.is_dir())
@@ -181,8 +267,17 @@ class ReplayAdapter(Adapter):
         files = sorted(f for f in run_dir.iterdir() if is_answer_npz(f))
         sets = []
         for i, f in enumerate(files):
-            s = attach_extractions(AnswerSet(label=f.stem, answers=read_answer_npz(f), source=str(f), order=i), f)
+            notes: list[str] = []
+            s = answer_set(f, read_answer_npz(f, notes), notes, order=i)
             if len(chosen) > 1:
                 s.warnings.append(f"run folder chosen: {run_dir.name} (most answer files among {len(chosen)})")
             sets.append(s)
         return sets
+
+
+def answer_set(path: Path, raw: dict[str, Any], notes: list[str], order: int = 0) -> AnswerSet:
+    """An answer file's AnswerSet, its non-text answers set apart and its extraction files attached."""
+    answers, rejected = split_answers(raw)
+    s = AnswerSet(label=path.stem, answers=answers, source=str(path), order=order, rejected=rejected,
+                  warnings=list(notes))
+    return attach_extractions(s, path)

@@ -127,6 +127,7 @@ def load_grouping_cache(folder: str | Path) -> dict[str, str]:
         raise UserError(f"grouping cache folder not found: {folder}")
     out: dict[str, str] = {}
     for path in sorted(folder.glob("*.npy")):
+        _check_grouping_header(path)  # a header claiming a huge array is refused before numpy allocates it
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError:
@@ -140,6 +141,25 @@ def load_grouping_cache(folder: str | Path) -> dict[str, str]:
     if not out:
         raise UserError(f"grouping cache folder {folder} holds no <name>.npy files")
     return out
+
+
+def _check_grouping_header(path: Path) -> None:
+    from numpy.lib import format as npformat
+
+    try:
+        with open(path, "rb") as fh:
+            version = npformat.read_magic(fh)
+            header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+            shape, _, dtype = header(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0][:100]})") from None
+    size = 1
+    for d in shape:
+        size *= d
+    if dtype.hasobject:
+        raise UserError(f"{path}: holds a pickled object, not a grouping string (refused)")
+    if dtype.kind not in "US" or size != 1 or dtype.itemsize > 1 << 24:
+        raise UserError(f"{path}: expected one string (the LLM's grouping), found {dtype} {tuple(shape)}")
 
 
 # ---------------------------------------------------------------- asking the LLM

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from unibench.errors import UserError
 from unibench.metrics.labels import string_to_list
@@ -239,6 +240,27 @@ def resolve_lexicon_dir(value: str | None) -> Path:
     return folder
 
 
+def _cache_problem(data: Any) -> str:
+    """'' when a compiled-lexicon cache has the shape this version writes, else what is wrong."""
+    if not isinstance(data, dict):
+        return f"not a compiled lexicon (holds {type(data).__name__})"
+    if data.get("version") != CACHE_VERSION:
+        return "another version"
+    for key in ("format2raws", "raw_mapping", "table"):
+        value = data.get(key)
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                for k, v in value.items()):
+            return f"not a compiled lexicon ('{key}' is not a map of word lists)"
+    wheels = data.get("wheels")
+    if not isinstance(wheels, dict) or not wheels or not all(
+            isinstance(tree, dict) and all(isinstance(lv, dict) and all(
+                isinstance(ws, list) and all(isinstance(w, str) for w in ws) for ws in lv.values())
+                for lv in tree.values()) for tree in wheels.values()):
+        return "not a compiled lexicon ('wheels' has the wrong shape)"
+    return ""
+
+
 def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_cache: bool = True) -> Lexicon:
     """Load a lexicon folder, from the compiled cache when its hash matches."""
     folder = resolve_lexicon_dir(str(folder) if folder else None)
@@ -247,13 +269,17 @@ def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_c
     cache_path = cache_dir / f"{sha}.json"
     data = None
     if use_cache and cache_path.is_file():
+        problem = ""
         try:
             with open(cache_path, encoding="utf-8") as fh:
                 data = json.load(fh)
-            if data.get("version") != CACHE_VERSION:
-                data = None
-        except (OSError, ValueError):
-            data = None  # a broken cache is rebuilt, never trusted
+            problem = _cache_problem(data)
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 and bad JSON
+            problem = f"unreadable ({type(exc).__name__})"
+        if problem:  # a broken cache is rebuilt, never trusted; a cache from another version silently so
+            if problem != "another version":
+                print(f"note: lexicon cache {cache_path} was {problem}; rebuilt it", file=sys.stderr)
+            data = None
     if data is None:
         data = build_mappings(folder)
         if use_cache:

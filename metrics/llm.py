@@ -139,13 +139,24 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    """One terminal line: what the extraction cost and what the cache saved."""
+    """One terminal line: what the extraction cost and what the cache saved.
+
+    Counts only work that happened: "generated" are prompts the model answered,
+    "failed" those it was asked and did not answer, "not done" those a stopped
+    run never got back.
+    """
     pps = stats.get("prompts_per_second")
     rate = f", {pps:.2f} prompts/s" if pps else ""
     failed = f", {stats['failed']} failed" if stats.get("failed") else ""
+    unfinished = f", {stats['unfinished']} not done (the run stopped)" if stats.get("unfinished") else ""
     return (f"extraction [{stats.get('backend', '?')}]: {stats['prompts']} prompts ({stats['distinct']} distinct): "
-            f"{stats['hits']} cache hits, {stats['misses']} generated in {stats['seconds']:.1f} s{rate}{failed}"
-            + (f" (model load {stats['load_seconds']:.1f} s)" if stats.get("load_seconds") else ""))
+            f"{stats['hits']} cache hits, {stats['generated']} generated in {stats['seconds']:.1f} s{rate}{failed}"
+            f"{unfinished}" + (f" (model load {stats['load_seconds']:.1f} s)" if stats.get("load_seconds") else ""))
+
+
+def stats_worth_reporting(stats: dict[str, Any]) -> bool:
+    """Whether any prompt was answered (cache or model) or tried: a run that failed before that reports nothing."""
+    return bool(stats.get("hits") or stats.get("generated") or stats.get("failed"))
 
 
 # ---------------------------------------------------------------- the base class
@@ -168,10 +179,12 @@ class LLMExtractor(Extractor):
     def __init__(self, options: Any = None):
         super().__init__(options)
         # prompts: asked; distinct: different prompts this run; hits: answered by the on-disk cache;
-        # misses: sent to the model (generated + failed).
+        # misses: sent to the model and back (generated: answered; failed: no usable answer);
+        # unfinished: to be generated, but the run stopped first (error, interrupt).
+        # prompts_per_second: generated / seconds. Only work that happened is counted.
         self.stats: dict[str, Any] = {"backend": self.name, "prompts": 0, "distinct": 0, "hits": 0, "misses": 0,
-                                      "generated": 0, "failed": 0, "seconds": 0.0, "prompts_per_second": None,
-                                      "load_seconds": 0.0}
+                                      "generated": 0, "failed": 0, "unfinished": 0, "seconds": 0.0,
+                                      "prompts_per_second": None, "load_seconds": 0.0}
         self.failure_reasons: Counter[str] = Counter()
         self._cache: Any = None
         self._cache_checked = False
@@ -283,8 +296,7 @@ class LLMExtractor(Extractor):
         st["prompts"] += len(prompts)
         st["distinct"] += sum(keys[p] not in self._seen for p in distinct)
         self._seen.update(keys.values())
-        st["hits"] += cached
-        st["misses"] += len(todo)
+        st["hits"] += cached  # misses are counted as the model's answers come back (_generate_todo)
         _log(f"extraction {what} [{self.name}:{model_id}]: {len(prompts)} prompts, {len(distinct)} distinct, "
              f"{reused} answered earlier in this run, {cached} cached, {len(todo)} to generate")
         if todo:
@@ -304,21 +316,28 @@ class LLMExtractor(Extractor):
 
         st = self.stats
         loading = time.perf_counter()
-        self.prepare()
-        st["load_seconds"] = round(st.get("load_seconds", 0.0) + time.perf_counter() - loading, 3)
+        try:
+            self.prepare()
+        except BaseException:
+            st["unfinished"] += len(todo)
+            raise
+        finally:
+            st["load_seconds"] = round(st.get("load_seconds", 0.0) + time.perf_counter() - loading, 3)
         failed = 0
         before = sum(self.failure_reasons.values())
         started = time.perf_counter()
         done = 0
+        # On stderr; progress None: only on a terminal (tqdm's own test), False: never (--no-progress), True: always.
         bar = tqdm(total=len(todo), desc=f"{what} [{self.name}]", unit="prompt", file=sys.stderr,
                    disable=None if self.progress is None else not self.progress, dynamic_ncols=True, smoothing=0.05)
         try:
             for group in self.generate_stream(todo):
                 rows = []
+                bad = 0
                 for i, text in group:
                     prompt = todo[i]
                     if text is None or not str(text).strip():
-                        failed += 1
+                        bad += 1
                         if text is not None:
                             self.note_failure("empty answer")
                         continue
@@ -327,16 +346,22 @@ class LLMExtractor(Extractor):
                         rows.append((keys[prompt], str(text)))
                 if rows:
                     cache.put_many(rows, self.name, model_id)  # commit as answers arrive: a kill loses none
-                done += len(group)
+                done += len(group)  # counted once the group is in: the stats never run ahead of the work
+                failed += bad
+                if failed:
+                    bar.set_postfix_str(f"{failed} failed", refresh=False)
                 bar.update(len(group))
         finally:
             bar.close()
             elapsed = time.perf_counter() - started
+            # Only prompts that came back count; a stopped run's others are "unfinished", never "generated".
+            st["misses"] += done
             st["generated"] += done - failed
             st["failed"] += failed
+            st["unfinished"] += len(todo) - done
             st["seconds"] = round(st["seconds"] + elapsed, 3)
-            generated = st["generated"] + st["failed"]
-            st["prompts_per_second"] = round(generated / st["seconds"], 3) if st["seconds"] > 0 else None
+            st["prompts_per_second"] = round(st["generated"] / st["seconds"], 3) if st["generated"] and \
+                st["seconds"] > 0 else None
         if failed:
             reasons = [r for r, _ in self.failure_reasons.most_common(3)]
             new = sum(self.failure_reasons.values()) - before

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from email.utils import formatdate
@@ -11,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from unibench.errors import UserError
-from unibench.metrics.backends.openai_backend import request_body, retry_after_seconds
+from unibench.metrics.backends.openai_backend import (QUICK_RETRY_DELAYS, OpenAIOptions, RequestFailed,
+                                                      chat_with_retries, request_body, retry_after_seconds)
 from unibench.metrics.extraction import make_extractor
-from unibench.metrics.llm import make_decoding
+from unibench.metrics.llm import format_stats, make_decoding, stats_worth_reporting
 
 pytest.importorskip("openai")
 
@@ -167,16 +169,175 @@ def test_every_request_rejected_stops_the_run(monkeypatch):
         srv.server_close()
 
 
-def test_unreachable_server_is_one_line(monkeypatch):
-    monkeypatch.setenv("UNIBENCH_TEST_KEY", KEY)
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    ext = make_extractor("openai", f"base_url=http://127.0.0.1:{port}/v1,model=m,api_key_env=UNIBENCH_TEST_KEY,"
-                                   "max_retries=1,backoff=0.01,timeout=2", use_cache=False, progress=False)
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_refused_connection_fails_fast_with_one_line(monkeypatch):
+    monkeypatch.setenv("UNIBENCH_TEST_KEY", KEY)
+    port = closed_port()
+    # the default retry settings (5 retries, 1 s backoff doubling, 60 s timeout): once ~32 s of silence
+    ext = make_extractor("openai", f"base_url=http://127.0.0.1:{port}/v1,model=m,api_key_env=UNIBENCH_TEST_KEY",
+                         use_cache=False, progress=False)
+    started = time.monotonic()
     with pytest.raises(UserError) as info:
-        ext.extract_ov(["a"])
-    assert "cannot reach the server" in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+        ext.extract_ov(["a", "b", "c", "d", "e"])
+    assert time.monotonic() - started < 5
+    msg = str(info.value)
+    assert f"nothing listens at 127.0.0.1:{port} (connection refused)" in msg, msg
+    assert f"http://127.0.0.1:{port}/v1" in msg and "start the server" in msg and "\n" not in msg
+    # nothing came back: nothing is reported as done
+    st = ext.stats
+    assert (st["prompts"], st["hits"], st["misses"], st["generated"], st["failed"], st["unfinished"]) == \
+        (5, 0, 0, 0, 0, 5)
+    assert st["prompts_per_second"] is None and not stats_worth_reporting(st)
+    line = format_stats(st)
+    assert "0 generated" in line and "5 not done" in line, line
+    ext.close()
+
+
+def test_a_server_that_goes_away_keeps_what_was_answered(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNIBENCH_TEST_KEY", KEY)
+    srv = ScriptedServer()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ext = make_extractor("openai", f"base_url={srv.url},model=m,api_key_env=UNIBENCH_TEST_KEY,concurrency=2",
+                         cache_dir=tmp_path / "c", progress=False)
+    try:
+        assert ext.extract_ov(["a", "b"]) == ["[a]", "[b]"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    started = time.monotonic()
+    with pytest.raises(UserError, match="nothing listens"):
+        ext.extract_ov(["a", "c", "d", "e"])
+    assert time.monotonic() - started < 5
+    st = ext.stats
+    assert (st["hits"], st["misses"], st["generated"], st["failed"], st["unfinished"]) == (0, 2, 2, 0, 3)
+    assert stats_worth_reporting(st) and "2 generated" in format_stats(st) and "3 not done" in format_stats(st)
+    ext.close()
+
+
+class FakeCompletions:
+    """``client.chat.completions.create`` raising scripted exceptions (no sockets at all)."""
+
+    def __init__(self, errors):
+        self.errors, self.calls = list(errors), 0
+        self.chat = self
+        self.completions = self
+
+    def create(self, **body):
+        self.calls += 1
+        raise self.errors.pop(0) if len(self.errors) > 1 else self.errors[0]
+
+
+def connection_error(cause: BaseException):
+    import openai
+
+    exc = openai.APIConnectionError(request=None)
+    exc.__cause__ = cause
+    return exc
+
+
+def retry_run(cause: BaseException, max_retries: int = 5, base_url: str = "http://llm.example:8000/v1"):
+    import openai
+
+    client, sleeps = FakeCompletions([connection_error(cause)]), []
+    opts = OpenAIOptions(model="m", base_url=base_url, max_retries=max_retries, backoff=1.0)
+    with pytest.raises(Exception) as info:
+        chat_with_retries(client, openai, {}, opts, lambda m: UserError(f"openai: {m} (server {base_url})"),
+                          sleep=lambda s: sleeps.append(s))
+    return info.value, client.calls, sleeps
+
+
+def test_no_listener_unknown_host_and_unreachable_network_get_two_quick_retries():
+    for cause, needle in [(ConnectionRefusedError(111, "Connection refused"),
+                           "nothing listens at llm.example:8000 (connection refused)"),
+                          (socket.gaierror(-2, "Name or service not known"),
+                           "cannot resolve the host name 'llm.example' ([Errno -2] Name or service not known)"),
+                          (OSError(101, "Network is unreachable"), "cannot reach llm.example:8000 ("),
+                          (OSError("[Errno 113] No route to host"), "cannot reach llm.example:8000 (")]:
+        exc, calls, sleeps = retry_run(cause)
+        assert isinstance(exc, UserError) and needle in str(exc), (needle, str(exc))
+        assert calls == 1 + len(QUICK_RETRY_DELAYS) and sleeps == list(QUICK_RETRY_DELAYS)
+    assert sum(QUICK_RETRY_DELAYS) <= 2
+    exc, calls, sleeps = retry_run(ConnectionRefusedError(111, "Connection refused"), max_retries=0)
+    assert isinstance(exc, UserError) and calls == 1 and sleeps == []
+    exc, calls, sleeps = retry_run(ConnectionRefusedError(111, "Connection refused"), base_url="https://h.example/v1")
+    assert "nothing listens at h.example:443" in str(exc)
+
+
+def test_other_connection_errors_keep_the_backoff():
+    # a reset connection is worth the full backoff (the server is there, maybe overloaded)
+    exc, calls, sleeps = retry_run(ConnectionResetError(104, "Connection reset by peer"))
+    assert isinstance(exc, UserError) and "cannot reach the server after 6 tries" in str(exc)
+    assert calls == 6 and len(sleeps) == 5 and sleeps[0] >= 1.0 and sleeps[-1] >= 16.0
+    # a timeout is not a refusal either: retried with backoff, then counted as a failed sample
+    import openai
+
+    client, sleeps = FakeCompletions([openai.APITimeoutError(request=None)]), []
+    with pytest.raises(RequestFailed, match="timed out"):
+        chat_with_retries(client, openai, {}, OpenAIOptions(model="m", base_url="http://x/v1", max_retries=2),
+                          lambda m: UserError(m), sleep=lambda s: sleeps.append(s))
+    assert client.calls == 3 and len(sleeps) == 2 and sleeps[0] >= 1.0
+
+
+def test_progress_bar_on_stderr(server, monkeypatch, capsys):
+    monkeypatch.setenv("UNIBENCH_TEST_KEY", KEY)
+    for progress, expect in ((True, True), (False, False), (None, False)):  # None: a terminal only (capsys is none)
+        ext = make_extractor("openai", f"base_url={server.url},model=m,api_key_env=UNIBENCH_TEST_KEY",
+                             use_cache=False, progress=progress)
+        ext.extract_ov([f"p{progress}{i}" for i in range(3)])
+        ext.close()
+        err = capsys.readouterr().err
+        assert ("prompt A [openai]: 100%" in err and "3/3" in err) == expect, (progress, err)
+
+
+# ---------------------------------------------------------------- through run_bench
+
+
+def _cli_bench(tmp_path):
+    from fixtures import CKPT_A, build_toy_bench, toy_answers, write_run
+
+    bench = build_toy_bench(tmp_path / "b", tasks=("mer2023",))
+    model = tmp_path / "answers" / "toy-model"  # answers without extractions: the extractor is needed
+    write_run(model, "mer2023", "run_1", {CKPT_A: {"answers": toy_answers("mer2023", "A")["answers"]}})
+    return bench, model
+
+
+def _cli(bench, model, tmp_path, url, *extra):
+    from unibench.cli import main
+
+    return main(["--model", "replay", "--model-args", f"path={model}", "--task", "mer2023",
+                 "--data-root", str(bench["data"]), "--lexicon", str(bench["lexicon"]),
+                 "--output", str(tmp_path / "out"), "--allow-count-mismatch", "--cache-dir", str(tmp_path / "c"),
+                 "--extractor", "openai", "--extractor-args", f"base_url={url},model=x", *extra])
+
+
+def test_run_bench_against_a_closed_port_is_one_error_line(tmp_path, capsys):
+    bench, model = _cli_bench(tmp_path)
+    port = closed_port()
+    started = time.monotonic()
+    rc = _cli(bench, model, tmp_path, f"http://127.0.0.1:{port}/v1")
+    elapsed = time.monotonic() - started
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(errors) == 1, captured.err
+    assert f"nothing listens at 127.0.0.1:{port}" in errors[0] and f"http://127.0.0.1:{port}/v1" in errors[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert "generated" not in captured.err  # no stats line claiming work that did not happen
+    assert elapsed < 5
+
+
+def test_run_bench_progress_bar_and_no_progress(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # as on a terminal
+    for where, extra, bar in (("on", (), True), ("off", ("--no-progress",), False)):
+        bench, model = _cli_bench(tmp_path / where)  # fresh answers: nothing extracted yet
+        assert _cli(bench, model, tmp_path / where, server.url, "--no-cache", *extra) == 0
+        err = capsys.readouterr().err
+        assert ("prompt A [openai]: 100%" in err and "3/3" in err) == bar, err
+        assert "extraction [openai]: 4 prompts (3 distinct): 0 cache hits, 3 generated" in err, err
 
 
 def test_missing_key_for_the_default_endpoint(monkeypatch):

@@ -245,8 +245,8 @@ def test_an_offline_extraction_saved_beside_the_answers_keeps_its_flag(tmp_path)
     fill_extractions(s, get_task("mer2023"), Offline(), output_dir=tmp_path / "out", names=["a"])
     assert (tmp_path / "run" / "ck-openset.npz").is_file()
     again = attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer)
-    assert again.flags == ["extractor:offline"]
+    assert again.extraction_flags == ["extractor:offline"]
     plain = attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer)
     (tmp_path / "run" / "ck-extraction.json").unlink()  # the authors' files carry no note and no flag
-    assert attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer).flags == []
+    assert attach_extractions(AnswerSet(label="ck", answers={}, source=str(answer)), answer).extraction_flags == []
     assert plain.ov_labels == again.ov_labels

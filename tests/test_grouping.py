@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -328,3 +329,75 @@ def test_run_without_grouper_stops_before_work(tmp_path, tiny_lexicon):
     with pytest.raises(UserError, match="needs an LLM"):
         run(make_adapter("replay", f"path={models},name=toy"), config, tiny_lexicon)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- kill -9 mid-grouping, then resume
+
+GROUPING_KILL_SCRIPT = textwrap.dedent('''
+    import json, re, sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from unibench.metrics.grouping import grouping_scores
+    from unibench.metrics.llm import LLMExtractor, LLMOptions
+
+    class SlowGrouper(LLMExtractor):
+        name = "slow"
+        stream_chunk = 1
+        def generate(self, prompts):
+            out = []
+            for p in prompts:
+                time.sleep(float(sys.argv[5]))
+                i = re.search(r"w(\\d+)a", p).group(1)
+                with open(sys.argv[3], "a") as fh:   # written before the answer is returned
+                    fh.write(i + "\\n")
+                # even samples: gt and prediction are synonyms; odd ones: not
+                out.append(f"[['w{i}a', 'w{i}b']]" if int(i) % 2 == 0 else f"[['w{i}a'], ['w{i}b']]")
+            return out
+
+    ext = SlowGrouper(LLMOptions(model="slow-grouper"))
+    ext.cache_dir, ext.progress = Path(sys.argv[2]), False
+    gt = {f"s{i}": [f"w{i}a"] for i in range(12)}
+    pred = {f"s{i}": [f"w{i}b"] for i in range(12)}
+    score = grouping_scores(gt, pred, extractor=ext)
+    Path(sys.argv[4]).write_text(json.dumps(score.metrics))
+    ext.close()
+''')
+
+
+def test_kill_9_mid_grouping_then_resume_gives_identical_scores(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    script = tmp_path / "group.py"
+    script.write_text(GROUPING_KILL_SCRIPT)
+
+    def launch(cache: Path, log: Path, result: Path, delay: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(repo), str(cache), str(log), str(result), delay],
+                                cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    uninterrupted = tmp_path / "whole.json"
+    assert launch(tmp_path / "c0", tmp_path / "w.log", uninterrupted, "0").wait(timeout=120) == 0
+    log1, log2, cache = tmp_path / "run1.log", tmp_path / "run2.log", tmp_path / "c"
+    proc = launch(cache, log1, tmp_path / "never.json", "0.25")
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if log1.exists() and len(log1.read_text().split()) >= 4:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the grouping ended before it could be killed"
+    time.sleep(0.08)  # past the commit of the 4th answer, well before the 5th finishes
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    finished = log1.read_text().split()
+    assert 4 <= len(finished) < 12
+    resumed = tmp_path / "resumed.json"
+    assert launch(cache, log2, resumed, "0").wait(timeout=120) == 0
+    regenerated = log2.read_text().split()
+    assert not set(regenerated) & set(finished)  # nothing finished is asked again
+    assert sorted(regenerated + finished, key=int) == [str(i) for i in range(12)]
+    assert json.loads(resumed.read_text()) == json.loads(uninterrupted.read_text())
+    assert json.loads(resumed.read_text())["accuracy"] == pytest.approx(0.5)

@@ -100,3 +100,25 @@ def test_faces_are_sampled_as_affectgpt_does(tmp_path):
     np.save(tmp_path / "s.npy", faces)
     got = load_faces(tmp_path / "s.npy", 8)
     assert got[:, 0, 0, 0].tolist() == [0, 2, 5, 7, 10, 12, 15, 17]
+
+
+def test_long_clips_keep_only_the_sampled_frames(tmp_path, monkeypatch):
+    """Memory does not grow with the clip: only the picked frames become arrays, and they are the frames a
+    full decode would pick."""
+    import av
+
+    path = write_video(tmp_path / "long.mp4", n_frames=240, size=16, fps=24)
+    with av.open(str(path)) as container:
+        full = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    converted = []
+    original = av.VideoFrame.to_ndarray
+
+    def counting(self, *args, **kwargs):
+        converted.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(av.VideoFrame, "to_ndarray", counting)
+    frames = load_frames(path, 8)
+    assert len(converted) == 8  # not 240
+    want = np.stack([full[i] for i in uniform_indices(len(full), 8)])
+    assert np.array_equal(frames, want)

@@ -123,9 +123,10 @@ def test_answer_npz_problems(tmp_path):
     np.savez(run / "bad.npz", answers=np.array([1]))
     with pytest.raises(UserError, match=r"bad\.npz: key 'name2reason' not found \(keys: answers\)"):
         _replay(tmp_path).answer_sets(_task())
-    write_answer_npz(run / "bad.npz", {"s1": None, "s2": 3})
+    write_answer_npz(run / "bad.npz", {"s1": None, "s2": 3, "s3": "fine"})
     s = _replay(tmp_path).answer_sets(_task())[0]
-    assert s.answers == {"s1": "", "s2": "3"}
+    assert s.answers == {"s3": "fine"}  # never str(3) scored as text: failed samples, flagged by the runner
+    assert s.rejected == {"s1": "answer is NoneType, not text", "s2": "answer is int, not text"}
 
 
 def test_extraction_file_problems(tmp_path):
@@ -160,12 +161,12 @@ def test_single_jsonl_file_with_task_column(tmp_path):
     adapter = _replay(path)
     assert adapter.model_id() == "mymodel"
     (s,) = adapter.answer_sets(_task())
-    assert s.answers == {"s1": "happy", "s2": "", "s3": "angry"}
+    assert s.answers == {"s1": "happy", "s3": "angry"} and s.rejected == {"s2": "answer is NoneType, not text"}
     assert s.label == "mymodel" and s.source == str(path)
     assert s.ov_labels == {"s1": "[happy]", "s3": "[angry]"}
     assert s.ov_source == f"file:{tmp_path / 'mymodel-openset.npz'}"
     assert s.sentiments is None
-    assert adapter.answer_sets(_task("meld", {"s1": "joy"}))[0].answers == {"s1": "ignored for mer2023", "s2": ""}
+    assert adapter.answer_sets(_task("meld", {"s1": "joy"}))[0].answers == {"s1": "ignored for mer2023"}
 
 
 def test_csv_file(tmp_path):
@@ -191,7 +192,7 @@ def test_folder_with_per_task_tables(tmp_path):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ('{"name": "s1", "answer": "a"}\n{"name": "s1", "answer": "b"}\n', "sample 's1' appears twice"),
+    ('{"name": "s1", "answer": "a"}\n{"name": "s1", "answer": "b"}\n', "answers: 1 sample name(s) appear more than once with different values (e.g. 's1')"),
     ('{"name": "s1", "answer": "a"}\n{broken\n', "line 2: not valid JSON"),
     ('{"name": "s1"}\n', "line 1: needs 'name' and 'answer' fields"),
     ('["s1", "a"]\n', "line 1: needs 'name' and 'answer' fields"),

@@ -215,10 +215,10 @@ def test_sample_without_its_field(tmp_path, corpus, needle):
 
 def test_bad_values(tmp_path):
     write_label_npz(tmp_path / "meld-process" / "label.npz", {"test_corpus": {"d1": {"emo": 9, "val": 0}}})
-    with pytest.raises(UserError, match=r"label\.npz: sample 'd1': emo index 9 outside \['anger'"):
+    with pytest.raises(UserError, match=r"label\.npz: key 'test_corpus', sample 'd1': 'emo' index 9 is outside 0\.\.6 \(\['anger'"):
         load_task(get_task("meld"), tmp_path, check_count=False)
     write_label_npz(tmp_path / "sims-process" / "label.npz", {"test_corpus": {"v1": {"emo": 0, "val": "high"}}})
-    with pytest.raises(UserError, match=r"label\.npz: sample 'v1': 'val' is not a number \('high'\)"):
+    with pytest.raises(UserError, match=r"label\.npz: key 'test_corpus', sample 'v1': 'val' is str 'high', expected a number"):
         load_task(get_task("sims"), tmp_path, check_count=False)
     write_label_npz(tmp_path / "cmumosi-process" / "label.npz", {"test_corpus": ["not", "a", "dict"]})
     with pytest.raises(UserError, match="key 'test_corpus' holds list, expected a dict name -> labels"):

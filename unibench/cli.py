@@ -61,6 +61,14 @@ def _main_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-count-mismatch", action="store_true",
                    help="score even when a test split's size differs from the protocol (rows are flagged)")
+    p.add_argument("--skip-bad-gt", action="store_true",
+                   help="leave test samples whose ground truth has the wrong type (a number for a word, NaN, ...) "
+                        "out of the score instead of stopping (counted, rows flagged bad-gt-skipped:N)")
+    p.add_argument("--input-limits",
+                   help="bounds on reading .npz files: max_member_mb=1024,max_objects=10000000,max_depth=100 "
+                        "(the defaults; also $UNIBENCH_INPUT_LIMITS): raise them for a genuinely larger file")
+    p.add_argument("--force-extract", action="store_true",
+                   help="run the --extractor even where extraction files (<answer>-openset*.npz) already exist")
     p.add_argument("--paper", action="store_true", help="print the published MER-UniBench rows beside yours")
     p.add_argument("--demo", action="store_true", help="run the bundled offline demo suite (invented data)")
     p.add_argument("--check-data", action="store_true", help="report which tasks' data are present and valid")
@@ -81,8 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from unibench.tasks import resolve_tasks
     from unibench.tasks.base import resolve_data_root
 
+    from unibench.results import check_output_folder
+
     if not args.model:
         raise UserError("--model is required (or --demo, --check-data, --list-models); see run_bench --help")
+    check_output_folder(Path(args.output))  # before anything is loaded or answered
     tasks = resolve_tasks(args.task)
     adapter = make_adapter(args.model, args.model_args)
     data_root = resolve_data_root(args.data_root)
@@ -105,7 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
     config = RunConfig(tasks=tasks, data_root=data_root, output=Path(args.output),
                        select=_select_mode(args.select), level=args.level,
-                       allow_count_mismatch=args.allow_count_mismatch, question=args.question,
+                       allow_count_mismatch=args.allow_count_mismatch, skip_bad_gt=args.skip_bad_gt,
+                       force_extract=args.force_extract, question=args.question,
                        batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
                        progress=not args.no_progress, ov_metric=args.ov_metric,
                        grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
@@ -114,9 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:
         if extractor is not None:
-            from unibench.metrics.llm import LLMExtractor, format_stats
+            from unibench.metrics.llm import LLMExtractor, format_stats, stats_worth_reporting
 
-            if isinstance(extractor, LLMExtractor) and extractor.stats["prompts"]:
+            # Only work that happened: a run stopped before any answer prints its error line alone.
+            if isinstance(extractor, LLMExtractor) and stats_worth_reporting(extractor.stats):
                 print(format_stats(extractor.stats), file=sys.stderr)
             extractor.close()
     model = adapter.model_id()
@@ -192,14 +205,32 @@ def cmd_list_tasks() -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from unibench.results import format_table, read_leaderboard, read_paper_rows
+    from unibench.results import (LeaderboardProblem, check_output_folder, format_table, read_leaderboard,
+                                  read_paper_rows, rebuild_leaderboard)
 
     p = argparse.ArgumentParser(prog="run_bench report", description="print the leaderboard")
     p.add_argument("--output", default="results")
     p.add_argument("--paper", action="store_true", help="include the published rows")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild leaderboard.csv from the summaries on disk (a bad old file is kept aside)")
     args = p.parse_args(argv)
-    path = Path(args.output) / "leaderboard.csv"
-    rows = read_leaderboard(path)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a results folder")
+    path = output / "leaderboard.csv"
+    if args.rebuild:
+        check_output_folder(output)
+        notes: list[str] = []
+        rows = rebuild_leaderboard(output, notes)
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr)
+        print(f"rebuilt {path}: {len(rows)} row(s)", file=sys.stderr)
+    else:
+        try:
+            rows = read_leaderboard(path)
+        except LeaderboardProblem as exc:
+            raise UserError(f"{path}: {exc}; run_bench report --output {output} --rebuild keeps it aside and "
+                            "rebuilds it from the summaries on disk") from None
     if not rows and not args.paper:
         raise UserError(f"no leaderboard at {path}: run a model first")
     print(format_table((read_paper_rows() if args.paper else []) + rows, highlight={r["model"] for r in rows}))
@@ -243,8 +274,18 @@ def cmd_lexicon(argv: list[str]) -> int:
     return 0
 
 
+def _readable_streams() -> None:
+    """A file name that is not valid UTF-8 (surrogate escapes) is printed with backslashes, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError):  # e.g. a test's capture stream
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _readable_streams()
     try:
         if argv and argv[0] == "lexicon":
             return cmd_lexicon(argv[1:])
@@ -255,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_grouping(argv[1:])
         args = _main_parser().parse_args(argv)
+        if args.input_limits:
+            from unibench.safe_npz import set_limits
+
+            set_limits(args.input_limits)
         if args.list_models:
             return cmd_list_models()
         if args.list_tasks:
@@ -267,14 +312,26 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args)
         return cmd_run(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError:
+        print("error: out of memory (an input far larger than expected? see 'what the harness guarantees' in "
+              "the README for the input limits)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file system problem the checks could not foresee (disk full, permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")) if "\n" in text else text
 
 
 if __name__ == "__main__":

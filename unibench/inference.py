@@ -153,6 +153,50 @@ def build_samples(adapter: Adapter, task: TaskData, question: Question,
     return out
 
 
+def check_inference(adapter: Adapter, task: TaskData, config: "RunConfig") -> None:
+    """Before any sample of any task is sent: the inputs this model needs exist for this task (its media
+    folders, its subtitle file) and the answer logs hold no answers of another setup."""
+    spec = task.spec
+    question = resolve_question(getattr(config, "question", None), spec.question)
+    for kind in (k for k in adapter.inputs if k in MEDIA_KINDS):
+        folders = [task.root / folder for k, folder, _ in spec.media if k == kind]
+        if not folders:
+            raise UserError(f"[{spec.id}] model '{adapter.name}' needs {kind} input, "
+                            f"but task '{spec.id}' has no {kind} files in its layout")
+        if not any(f.is_dir() for f in folders):
+            raise UserError(f"[{spec.id}] model '{adapter.name}' needs {kind} input: no "
+                            f"{' or '.join(f.name + '/' for f in folders)} folder under {task.root}")
+    if question.embeds_subtitle or ("subtitle" in adapter.inputs and question.pass_subtitle):
+        task.subtitles(adapter.subtitle_columns.get(spec.id))  # a missing or malformed subtitle file stops here
+    runs = adapter.answer_runs() or [None]
+    for run in runs:
+        identity = answer_identity(adapter, task, question, run)
+        log_path, _ = answer_paths(config, adapter, task, run)
+        check_answer_log(log_path, identity, spec.id)
+
+
+def answer_paths(config: "RunConfig", adapter: Adapter, task: TaskData, run: AnswerRun | None) -> tuple[Path, Path]:
+    """(the resumable JSONL log, the original-layout npz) of one answer file."""
+    out_dir = answers_dir(config, adapter)
+    spec, model = task.spec, adapter.model_id()
+    if run is None:
+        return (out_dir / f"{spec.id}.jsonl",
+                out_dir / f"results-{spec.id}" / safe_name(model) / f"{safe_name(model)}.npz")
+    return (out_dir / spec.id / f"{safe_name(run.label)}.jsonl",
+            out_dir / f"results-{spec.id}" / safe_name(run.folder) / f"{safe_name(run.label)}.npz")
+
+
+def check_answer_log(log_path: Path, identity: dict[str, Any], task_id: str) -> tuple[list[dict[str, Any]], int]:
+    """The log's records, refused when any was written by another setup (never mixed with new answers)."""
+    records, valid_length = read_answer_log(log_path)
+    for rec in records:
+        if rec.get("key") != identity["key"]:
+            raise UserError(
+                f"[{task_id}] {log_path} holds answers from a different setup ({_explain_mismatch(rec, identity)}); "
+                f"to keep both, use another --output or --model-args name=NEW; to redo, delete {log_path}")
+    return records, valid_length
+
+
 # ---------------------------------------------------------------- identity
 
 def answer_identity(adapter: Adapter, task: TaskData, question: Question,
@@ -217,12 +261,19 @@ def read_answer_log(path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             rec = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise UserError(f"{path}: line {lineno} is not valid JSON; move the file away to start over") from None
-        if not isinstance(rec, dict) or "name" not in rec:
-            raise UserError(f"{path}: line {lineno} is not an answer record (no 'name')")
+        if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
+            raise UserError(f"{path}: line {lineno} is not an answer record (no text 'name')")
         records.append(rec)
     return records, good_end
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (a name that is not valid UTF-8): escaped, and read back equal
+        return json.dumps(record).encode("ascii") + b"\n"
 
 
 class AnswerLog:
@@ -250,7 +301,7 @@ class AnswerLog:
                             "another --output") from None
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        blob = b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
+        blob = b"".join(_json_line(r) for r in records)
         self._fh.write(blob)
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -328,8 +379,11 @@ def _answer_batch(adapter: Adapter, batch: list[Sample]) -> list[tuple[str | Non
             raise a
         if isinstance(a, BaseException):  # the adapter failed this sample only
             out.append((None, _error_text(a)))
-        else:
-            out.append((None, "adapter returned no answer") if a is None else (str(a), None))
+        elif isinstance(a, str):
+            out.append((str(a), None))
+        else:  # never turned into a string and scored: a failed sample
+            out.append((None, "adapter returned no answer" if a is None
+                        else f"adapter returned {type(a).__name__}, not text"))
     return out
 
 
@@ -344,21 +398,10 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
     question = resolve_question(getattr(config, "question", None), spec.question)
     identity = answer_identity(adapter, task, question, run)
     model = adapter.model_id()
-    out_dir = answers_dir(config, adapter)
-    if run is None:
-        log_path = out_dir / f"{spec.id}.jsonl"
-        npz_path = out_dir / f"results-{spec.id}" / safe_name(model) / f"{safe_name(model)}.npz"
-    else:
+    if run is not None:
         adapter.use_run(run)
-        log_path = out_dir / spec.id / f"{safe_name(run.label)}.jsonl"
-        npz_path = out_dir / f"results-{spec.id}" / safe_name(run.folder) / f"{safe_name(run.label)}.npz"
-
-    records, valid_length = read_answer_log(log_path)
-    for rec in records:
-        if rec.get("key") != identity["key"]:
-            raise UserError(
-                f"[{spec.id}] {log_path} holds answers from a different setup ({_explain_mismatch(rec, identity)}); "
-                f"to keep both, use another --output or --model-args name=NEW; to redo, delete {log_path}")
+    log_path, npz_path = answer_paths(config, adapter, task, run)
+    records, valid_length = check_answer_log(log_path, identity, spec.id)
     latest = {rec["name"]: rec for rec in records}  # the last record of a sample wins
     names = task.names
     samples = build_samples(adapter, task, question, names)
@@ -417,14 +460,15 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
         latest = {rec["name"]: rec for rec in records}
 
     wanted = [s.name for s, _ in samples]
-    answers = {n: str(latest[n].get("answer") or "") for n in wanted
-               if n in latest and latest[n].get("error") is None}
+    answers = {n: latest[n].get("answer") or "" for n in wanted if n in latest and latest[n].get("error") is None}
+    rejected = {n: f"answer is {type(a).__name__}, not text" for n, a in answers.items() if not isinstance(a, str)}
+    answers = {n: a for n, a in answers.items() if n not in rejected}
     failed = [(n, latest[n]["error"]) for n in wanted if n in latest and latest[n].get("error") is not None]
     if failed and not answers:
         raise UserError(f"[{spec.id}] all {len(failed)} sample(s) failed (e.g. {failed[0][0]}: {failed[0][1]}); "
                         f"records in {log_path}")
     write_name2reason(npz_path, answers)
-    answer_set = AnswerSet(label=npz_path.stem, answers=answers, source=str(npz_path))
+    answer_set = AnswerSet(label=npz_path.stem, answers=answers, source=str(npz_path), rejected=rejected)
     if failed:
         answer_set.warnings.append(f"{len(failed)} sample(s) failed and are scored as empty predictions "
                                    f"(e.g. {failed[0][0]}: {failed[0][1]}); see {log_path}; a rerun retries them")

@@ -46,7 +46,13 @@ def affectgpt_indices(n_total: int, n: int = 8) -> list[int]:
 
 
 def load_frames(path: str | Path | None, n: int = 8, sampler=uniform_indices) -> np.ndarray:
-    """N RGB frames of a video, picked by ``sampler(total, n)`` (default: uniform): uint8 array [n, H, W, 3]."""
+    """N RGB frames of a video, picked by ``sampler(total, n)`` (default: uniform): uint8 array [n, H, W, 3].
+
+    Only the picked frames are kept (memory does not grow with the clip's length): the frames are counted
+    from the stream's packets first, then decoded once; where a file decodes another number of frames than
+    it has packets, the picks are made again on the decoded count, so the result is always
+    ``sampler(decoded frames, n)``.
+    """
     path = existing_file(path, "video", "video not found")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty video file")
@@ -58,14 +64,32 @@ def load_frames(path: str | Path | None, n: int = 8, sampler=uniform_indices) ->
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            total = sum(1 for packet in container.demux(video=0) if packet.size)
+        picks = sampler(total, n)
+        kept, decoded = _decode_picks(av, path, picks)
+        if decoded != total:
+            picks = sampler(decoded, n)
+            kept, decoded = _decode_picks(av, path, picks)
     except MediaError:
         raise
     except Exception as exc:  # PyAV raises many error types for broken files
         raise MediaError(f"{path}: cannot decode video ({exc})") from None
-    if not frames:
+    if not decoded:
         raise MediaError(f"{path}: video has no frames")
-    return np.stack([frames[i] for i in sampler(len(frames), n)])
+    return np.stack([kept[i] for i in picks])
+
+
+def _decode_picks(av, path: Path, picks: list[int]) -> tuple[dict[int, np.ndarray], int]:
+    """The frames at ``picks`` as arrays, and how many frames the file decodes to."""
+    wanted = set(picks)
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                kept[i] = frame.to_ndarray(format="rgb24")
+            count = i + 1
+    return kept, count
 
 
 def load_faces(path: str | Path | None, n: int = 8) -> np.ndarray:

@@ -11,31 +11,89 @@ Layout under ``--output DIR``::
 The leaderboard is always rebuilt from the summaries on disk, so running the
 tasks one at a time accumulates into one row and nothing needs re-running to
 regenerate it.
+
+Several runs may share one output folder: every read-modify-write of a shared
+file (``leaderboard.csv``, a model's ``run.json``) holds an exclusive lock on
+``DIR/.unibench.lock``, so no run drops a neighbour's row. A leaderboard that
+cannot be read as ours (not UTF-8, malformed, foreign columns) is kept aside
+as ``leaderboard.csv.bad-<time>`` and its rows rebuilt from the summaries,
+with a warning; an unreadable ``summary.json`` is named, left out and flagged.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+from unibench.errors import UserError
 
 from unibench.tasks.base import TASKS
 
 LEADERBOARD_COLUMNS = ["model", "selection", *TASKS.keys(), "mean", "n_tasks", "flags"]
 
 
+MAX_NAME = 100  # file-name part made from a model / answer name; file systems allow 255 bytes
+
+
 def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "unnamed"
+    """A file-name part: ASCII letters, digits and ``._+-``; long names keep a prefix and a hash of the whole."""
+    # no separators, no leading dots (no '..', no hidden folders): the name stays inside the output folder
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_").lstrip(".").strip("_") or "unnamed"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        name = f"{name[:MAX_NAME - 13]}-{digest}"
+    return name
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Atomic: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # backslashreplace: a name that is not valid UTF-8 (surrogate escapes) is written readably, not refused
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
         json.dump(data, fh, indent=1, ensure_ascii=False, default=str)
     os.replace(tmp, path)
+
+
+def check_output_folder(output: Path) -> None:
+    """Before any work: the results folder is (or can be made) a folder we can write. Nothing is created."""
+    output = Path(output)
+    for existing in [output, *output.parents]:
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        what = f"--output {output}" if existing == output else f"--output {output}: {existing}"
+        raise UserError(f"{what} is a file, not a folder; pass another --output")
+    try:  # the nearest existing folder takes a file (permissions, read-only mounts, full quota)
+        probe = existing / f".unibench-write-test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--output {output}: cannot write in {existing} ({exc.strerror or exc}); "
+                        "pass a writable folder") from None
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Exclusive lock on the output folder's shared files (leaderboard.csv, run.json) across processes."""
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock available
+        yield
+        return
+    with open(output / ".unibench.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -45,7 +103,7 @@ def write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         columns.update(dict.fromkeys(row))
     cols = tuple(columns)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+    with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(cols)
         for row in rows:
@@ -92,18 +150,63 @@ def selection_mode(label: str) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-def load_summaries(output: Path, model: str) -> dict[str, dict]:
+def read_summary(path: Path) -> dict:
+    """One task summary; UserError naming the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    problem = _summary_problem(data)
+    if problem:
+        raise UserError(f"{path}: not a task summary ({problem})")
+    return data
+
+
+def _summary_problem(data: Any) -> str:
+    if not isinstance(data, dict):
+        return f"holds {type(data).__name__}, expected an object"
+    files = data.get("files")
+    if not isinstance(files, list) or not files:
+        return "no 'files' list"
+    for i, f in enumerate(files):
+        if not isinstance(f, dict):
+            return f"files[{i}] is not an object"
+        for key, kinds in (("label", str), ("primary", (int, float)), ("order", int)):
+            if not isinstance(f.get(key), kinds) or isinstance(f.get(key), bool):
+                return f"files[{i}].{key} is missing or not a {getattr(kinds, '__name__', 'number')}"
+        if f["primary"] != f["primary"] or abs(f["primary"]) == float("inf"):
+            return f"files[{i}].primary is not finite"
+        if not isinstance(f.get("flags", []), list):
+            return f"files[{i}].flags is not a list"
+    if not isinstance(data.get("flags", []), list):
+        return "'flags' is not a list"
+    return ""
+
+
+def load_summaries(output: Path, model: str, problems: list[str] | None = None) -> dict[str, dict]:
+    """The model's task summaries. An unreadable one is left out; with ``problems`` it is named there
+    (the caller warns and flags the row), without it the error stops the caller."""
     out = {}
     model_dir = output / safe_name(model)
     for task_id in TASKS:
         path = model_dir / task_id / "summary.json"
         if path.is_file():
-            with open(path, encoding="utf-8") as fh:
-                out[task_id] = json.load(fh)
+            try:
+                out[task_id] = read_summary(path)
+            except UserError as exc:
+                if problems is None:
+                    raise
+                problems.append(f"{task_id}:{exc}")
     return out
 
 
-def leaderboard_row(model: str, summaries: dict[str, dict], mode: str) -> dict[str, str]:
+def leaderboard_row(model: str, summaries: dict[str, dict], mode: str,
+                    unreadable: Iterable[str] = ()) -> dict[str, str]:
     row: dict[str, str] = {"model": model, "selection": selection_label(mode, summaries.values())}
     values, flags = [], set()
     lexicons = set()
@@ -123,34 +226,164 @@ def leaderboard_row(model: str, summaries: dict[str, dict], mode: str) -> dict[s
     row["n_tasks"] = str(len(values))
     if len(lexicons) > 1:
         flags.add("mixed-lexicons")
-    row["flags"] = ";".join(sorted(flags))
+    flags.update(f"unreadable-summary:{t}" for t in unreadable)
+    row["flags"] = ";".join(sorted(str(f) for f in flags))
     return row
 
 
+class LeaderboardProblem(Exception):
+    """leaderboard.csv exists but is not one we wrote (the message says why); ``rows``: what could be salvaged."""
+
+    def __init__(self, message: str, rows: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.rows = rows or []
+
+
 def read_leaderboard(path: Path) -> list[dict[str, str]]:
+    """The rows of a leaderboard; LeaderboardProblem when the file is not a leaderboard."""
     if not path.is_file():
         return []
-    with open(path, encoding="utf-8", newline="") as fh:
-        return [dict(r) for r in csv.DictReader(fh)]
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, strict=True)
+            header = reader.fieldnames or []
+            foreign = [c for c in header if c not in LEADERBOARD_COLUMNS]
+            missing = [c for c in LEADERBOARD_COLUMNS if c not in header]
+            if foreign or missing:
+                what = "; ".join(p for p in (f"foreign: {', '.join(foreign[:5])}" if foreign else "",
+                                             f"missing: {', '.join(missing[:5])}" if missing else "") if p)
+                salvaged = []
+                if "model" in header and "selection" in header:  # a hand-edited leaderboard: keep its rows
+                    salvaged = [{c: (r.get(c) or "") for c in LEADERBOARD_COLUMNS} for r in reader
+                                if isinstance(r.get("model"), str) and r.get("model")]
+                raise LeaderboardProblem(f"its columns are not the leaderboard's ({what})", salvaged)
+            rows = []
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise LeaderboardProblem(f"line {reader.line_num} does not have {len(header)} fields")
+                rows.append(dict(row))
+            return rows
+    except UnicodeDecodeError as exc:
+        raise LeaderboardProblem(f"it is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise LeaderboardProblem(f"it is malformed CSV ({exc})") from None
+    except OSError as exc:
+        raise LeaderboardProblem(f"it cannot be read ({exc.strerror or exc})") from None
 
 
-def update_leaderboard(output: Path, model: str, mode: str) -> list[dict[str, str]]:
-    """Rebuild this model's row for this selection from disk; keep every other row."""
-    path = output / "leaderboard.csv"
-    summaries = load_summaries(output, model)
-    new = leaderboard_row(model, summaries, mode)
-    rows = [r for r in read_leaderboard(path)
-            if not (r.get("model") == model and selection_mode(r.get("selection", "")) == mode)]
-    rows.append(new)
+def _write_leaderboard(path: Path, rows: list[dict[str, str]]) -> None:
     rows.sort(key=lambda r: (r["model"], r["selection"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"leaderboard.csv.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LEADERBOARD_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+def summary_models(output: Path) -> dict[str, str]:
+    """model name -> folder, for every model folder of ``output`` holding a readable task summary."""
+    models: dict[str, str] = {}
+    if not output.is_dir():
+        return models
+    for model_dir in sorted(p for p in output.iterdir() if p.is_dir()):
+        for task_id in TASKS:
+            path = model_dir / task_id / "summary.json"
+            if not path.is_file():
+                continue
+            try:
+                name = read_summary(path).get("model")
+            except UserError:
+                continue
+            if isinstance(name, str) and safe_name(name) == model_dir.name:
+                models.setdefault(name, model_dir.name)
+                break
+    return models
+
+
+def rebuilt_rows(output: Path, keep: list[dict[str, str]], notes: list[str]) -> list[dict[str, str]]:
+    """Every model's rows recomputed from its summaries: the best-of-N row, plus the other selections
+    that ``keep`` (the old rows that could be read) held. Rows of models without summaries are kept."""
+    modes: dict[str, set[str]] = {m: {"best"} for m in summary_models(output)}
+    kept_as_is = []
+    for r in keep:
+        if r.get("model") in modes:
+            modes[r["model"]].add(selection_mode(r.get("selection", "")))
+        else:
+            kept_as_is.append(r)
+    rows = list(kept_as_is)
+    for model, wanted in sorted(modes.items()):
+        problems: list[str] = []
+        summaries = load_summaries(output, model, problems)
+        notes.extend(p.split(":", 1)[1] for p in problems)
+        for mode in sorted(wanted):
+            rows.append(leaderboard_row(model, summaries, mode, [p.split(":", 1)[0] for p in problems]))
     return rows
+
+
+def _set_aside(path: Path) -> Path:
+    backup = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    os.replace(path, backup)
+    return backup
+
+
+def update_leaderboard(output: Path, model: str, mode: str,
+                       notes: list[str] | None = None) -> list[dict[str, str]]:
+    """Rebuild this model's row for this selection from disk; keep every other row.
+
+    Under the output folder's lock, so concurrent runs never drop each other's rows. ``notes``
+    collects what the user must hear (an unreadable summary, a leaderboard set aside and rebuilt).
+    """
+    notes = notes if notes is not None else []
+    path = output / "leaderboard.csv"
+    with output_lock(output):
+        problems: list[str] = []
+        summaries = load_summaries(output, model, problems)
+        for p in problems:
+            task_id, msg = p.split(":", 1)
+            notes.append(f"{msg}; task {task_id} is left out of the row (flagged); rerun --task {task_id} "
+                         "to write it again")
+        new = leaderboard_row(model, summaries, mode, [p.split(":", 1)[0] for p in problems])
+        try:
+            old = read_leaderboard(path)
+        except LeaderboardProblem as exc:
+            backup = _set_aside(path)
+            notes.append(f"{path}: {exc}; kept as {backup.name}, rows rebuilt from the summaries on disk")
+            old = rebuilt_rows(output, exc.rows, notes)
+        rows = [r for r in old if not (r.get("model") == model and selection_mode(r.get("selection", "")) == mode)]
+        rows.append(new)
+        _write_leaderboard(path, rows)
+    return rows
+
+
+def rebuild_leaderboard(output: Path, notes: list[str]) -> list[dict[str, str]]:
+    """``report --rebuild``: every row recomputed from the summaries (a bad old file is set aside)."""
+    path = output / "leaderboard.csv"
+    with output_lock(output):
+        try:
+            old = read_leaderboard(path)
+        except LeaderboardProblem as exc:
+            backup = _set_aside(path)
+            notes.append(f"{path}: {exc}; kept as {backup.name}")
+            old = exc.rows
+        rows = rebuilt_rows(output, old, notes)
+        _write_leaderboard(path, rows)
+    return rows
+
+
+def update_run_metadata(path: Path, data: dict[str, Any]) -> None:
+    """Write a model's run.json, keeping the task entries of other (possibly concurrent) runs."""
+    with output_lock(path.parent.parent):
+        old: Any = None
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                old = None  # unreadable metadata: replaced by this run's
+        if isinstance(old, dict) and isinstance(old.get("tasks"), dict):
+            data = {**data, "tasks": {**old["tasks"], **data.get("tasks", {})}}
+        write_json(path, data)
 
 
 # ---------------------------------------------------------------- printing

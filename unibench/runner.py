@@ -17,7 +17,8 @@ from unibench.adapters.base import Adapter, AnswerSet
 from unibench.errors import UserError
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
-from unibench.results import safe_name, update_leaderboard, write_json, write_samples_csv
+from unibench.results import (check_output_folder, safe_name, update_leaderboard, update_run_metadata, write_json,
+                              write_samples_csv)
 from unibench.tasks.base import TaskData, TaskSpec, load_task
 
 SENTIMENT_FAMILIES = ("sentiment",)
@@ -31,6 +32,8 @@ class RunConfig:
     select: str = "best"                  # best | last | file:<name>
     level: str = "level1"
     allow_count_mismatch: bool = False
+    skip_bad_gt: bool = False             # leave samples with invalid ground truth out (flagged) instead of stopping
+    force_extract: bool = False           # the configured extractor redoes labels even where extraction files exist
     # inference (generating adapters; see unibench.inference)
     question: str = "affectgpt"           # affectgpt | ovmer | ovmer-nosub | description | custom text
     batch_size: int = 0                   # 0: the adapter's default_batch_size, else 1
@@ -90,9 +93,14 @@ def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str
     """Per-sample gaps between the answer file and the test split: counted, never silent."""
     gt_names = task.gt.keys()
     warnings, flags = [], []
-    missing = [n for n in gt_names if n not in s.answers]
-    extra = [n for n in s.answers if n not in gt_names]
+    rejected = [n for n in gt_names if n in s.rejected]
+    missing = [n for n in gt_names if n not in s.answers and n not in s.rejected]
+    extra = [n for n in [*s.answers, *s.rejected] if n not in gt_names]
     empty = [n for n in gt_names if n in s.answers and not s.answers[n].strip()]
+    if rejected:
+        warnings.append(f"{len(rejected)} answer(s) in {s.source} are not text (e.g. {rejected[0]}: "
+                        f"{s.rejected[rejected[0]]}); counted as failed samples, scored as empty predictions")
+        flags.append(f"non-text-answers:{len(rejected)}")
     if missing:
         warnings.append(f"{len(missing)} test sample(s) have no answer in {s.source} (e.g. {missing[0]}); "
                         "scored as empty predictions")
@@ -103,12 +111,12 @@ def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str
         warnings.append(f"{len(empty)} empty answer(s) in {s.source} (e.g. {empty[0]})")
         flags.append(f"empty-answers:{len(empty)}")
     if s.ov_labels is not None:
-        gap = [n for n in gt_names if n not in s.ov_labels]
+        gap = [n for n in gt_names if n not in s.ov_labels and n not in s.rejected]
         if gap and len(gap) != len(missing):
             warnings.append(f"{len(gap)} test sample(s) lack extracted labels ({s.ov_source}; e.g. {gap[0]})")
             flags.append(f"missing-extraction:{len(gap)}")
     if s.sentiments is not None and task.spec.family in SENTIMENT_FAMILIES:
-        gap = [n for n in gt_names if n not in s.sentiments]
+        gap = [n for n in gt_names if n not in s.sentiments and n not in s.rejected]
         if gap and len(gap) != len(missing):
             warnings.append(f"{len(gap)} test sample(s) lack a sentiment ({s.sentiment_source}; e.g. {gap[0]})")
             flags.append(f"missing-sentiment:{len(gap)}")
@@ -117,11 +125,15 @@ def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str
 
 def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str = "level1") -> TaskScore:
     ov = s.ov_labels or {}
+    sentiments = s.sentiments or {}
+    if s.rejected:  # a non-text answer is a failed sample: empty prediction, whatever a side file says
+        ov = {n: v for n, v in ov.items() if n not in s.rejected}
+        sentiments = {n: v for n, v in sentiments.items() if n not in s.rejected}
     family = task.spec.family
     if family == "basic":
         score = hit_rate(task.gt, ov, lexicon, level)
     elif family == "sentiment":
-        score = sentiment_scores(task.gt, s.sentiments or {}, ov)
+        score = sentiment_scores(task.gt, sentiments, ov)
     elif family == "ov":
         score = ov_scores(task.gt, ov, lexicon, level)
     else:  # pragma: no cover - TaskSpec families are fixed
@@ -163,6 +175,77 @@ def limit_task(task: TaskData, limit: int | None) -> str | None:
     return f"partial:{limit}/{total}"
 
 
+def check_extraction_needs(spec: TaskSpec, sets: list[AnswerSet], extractor: Any, config: RunConfig) -> None:
+    """Existing extraction files first (unless ``--force-extract``), else the extractor must make them."""
+    if config.force_extract:
+        if extractor is None:
+            raise UserError("--force-extract needs an --extractor")
+        for s in sets:
+            s.drop_extractions()
+    check_extractions(spec, sets, extractor)
+
+
+def prepare_tasks(adapter: Adapter, config: RunConfig, extractor: Any, infer: Callable[..., AnswerSet] | None
+                  ) -> list[tuple[TaskData, list[AnswerSet] | None]]:
+    """Every check that can be made before work: data of every task, existing answers and their extraction
+    files, and for a generating model its media folders, subtitles, answer logs and the extractor it will need.
+    A ``None`` answer list means: to be generated."""
+    check_output_folder(config.output)
+    prepared: list[tuple[TaskData, list[AnswerSet] | None]] = []
+    for spec in config.tasks:
+        task = load_task(spec, config.data_root, check_count=not config.allow_count_mismatch,
+                         skip_bad_gt=config.skip_bad_gt)
+        partial = limit_task(task, config.limit)
+        if partial:
+            task.flags.append(partial)
+        sets = adapter.answer_sets(task)
+        for s in sets or []:
+            s.flags.extend([partial] if partial else [])
+        if sets is None:
+            if infer is None:
+                raise UserError(f"model '{adapter.name}' generates answers, which needs the inference runner")
+            if extractor is None:
+                raise UserError(f"[{spec.id}] model '{adapter.model_id()}' answers in free text; turning it into "
+                                "labels needs an extractor: pass --extractor vllm|hf|openai|lexicon "
+                                "(checked before any sample is answered)")
+            from unibench.inference import check_inference
+
+            check_inference(adapter, task, config)
+        else:
+            if not sets:
+                raise UserError(f"[{spec.id}] model '{adapter.model_id()}' produced no answers")
+            if config.select.startswith("file:"):
+                check_selection(spec, sets, config.select[len("file:"):])
+            check_extraction_needs(spec, sets, extractor, config)
+        prepared.append((task, sets))
+    return prepared
+
+
+def generate(adapter: Adapter, task: TaskData, config: RunConfig, extractor: Any,
+             infer: Callable[..., AnswerSet]) -> list[AnswerSet]:
+    """Answer a task's samples (one answer file per run of the adapter, e.g. per checkpoint)."""
+    runs = adapter.answer_runs()  # e.g. one answer file per released checkpoint
+    sets = [infer(adapter, task, config, run=r) for r in runs] if runs else [infer(adapter, task, config)]
+    partial = [f for f in task.flags if f.startswith("partial:")]
+    for i, s in enumerate(sets):
+        s.order = i
+        s.flags.extend(partial)
+    if not sets:
+        raise UserError(f"[{task.spec.id}] model '{adapter.model_id()}' produced no answers")
+    if config.select.startswith("file:"):
+        check_selection(task.spec, sets, config.select[len("file:"):])
+    check_extraction_needs(task.spec, sets, extractor, config)
+    return sets
+
+
+def extractor_made(s: AnswerSet, extractor: Any) -> bool:
+    """Whether the configured extractor produced labels this answer set is scored with (flags must say
+    what was used, not what was configured)."""
+    if extractor is None:
+        return False
+    return any(src and not src.startswith("file:") for src in (s.ov_source, s.sentiment_source))
+
+
 def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = None,
         infer: Callable[..., AnswerSet] | None = None) -> list[dict[str, str]]:
     """Run every task; write results; return the leaderboard rows."""
@@ -170,40 +253,29 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
     model_dir = config.output / safe_name(model)
     started = time.time()
 
-    # 1. Check data, answers and extractions for every task before scoring any.
-    prepared: list[tuple[TaskData, list[AnswerSet]]] = []
-    for spec in config.tasks:
-        task = load_task(spec, config.data_root, check_count=not config.allow_count_mismatch)
-        partial = limit_task(task, config.limit)
-        sets = adapter.answer_sets(task)
-        if sets is None:
-            if infer is None:
-                raise UserError(f"model '{adapter.name}' generates answers, which needs the inference runner")
-            runs = adapter.answer_runs()  # e.g. one answer file per released checkpoint
-            sets = [infer(adapter, task, config, run=r) for r in runs] if runs else [infer(adapter, task, config)]
-            for i, s in enumerate(sets):
-                s.order = i
-        if not sets:
-            raise UserError(f"[{spec.id}] model '{model}' produced no answers")
-        if config.select.startswith("file:"):
-            check_selection(spec, sets, config.select[len("file:"):])
-        for s in sets:
-            s.flags.extend([partial] if partial else [])
-        check_extractions(spec, sets, extractor)
-        prepared.append((task, sets))
+    # 1. Check data, answers, extractions, media and output for every task before any work.
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UserError(f"{model_dir} is a file, not a results folder; move it away or pass another --output")
+    checked = prepare_tasks(adapter, config, extractor, infer)
     from unibench.metrics.grouping import prepare_grouping
 
     grouping = prepare_grouping(config.ov_metric, config.grouping_cache, extractor,
-                                [t.spec.family for t, _ in prepared])
+                                [t.spec.family for t, _ in checked])
+    # 2. Generate the answers that do not exist yet (a model's inference), task by task.
+    prepared: list[tuple[TaskData, list[AnswerSet]]] = []
+    for task, sets in checked:
+        if sets is None:
+            sets = generate(adapter, task, config, extractor, infer)  # type: ignore[arg-type]
+        prepared.append((task, sets))
 
-    # 2. Extract where needed, score, write.
+    # 3. Extract where needed, score, write.
     outcomes: list[TaskOutcome] = []
     for task, sets in prepared:
         spec = task.spec
         task_dir = model_dir / spec.id
         results = []
         task_warnings = list(task.warnings)
-        task_flags = ["count-mismatch"] if task.warnings else []
+        task_flags = list(task.flags)
         for s in sets:
             if extractor is not None:
                 from unibench.extract import fill_extractions  # lazy: only runs that extract need it
@@ -213,8 +285,8 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
             kept = [src for src in dict.fromkeys((s.ov_source, s.sentiment_source)) if src.startswith("file:")]
             if extractor is not None and kept:  # existing files win over the configured extractor: say so
                 warnings.append(f"{s.label}: used existing extractions ({'; '.join(kept)}) rather than "
-                                f"'{extractor.name}'; delete them to extract again")
-            flags = s.flags + flags
+                                f"'{extractor.name}' (--force-extract to extract again)")
+            flags = s.flags + [f for f in s.extraction_flags if f not in s.flags] + flags
             if s.extraction_failures:  # failed prompt A: empty prediction; failed prompt B: unparsed (0)
                 warnings.append(f"{len(s.extraction_failures)} extraction(s) failed for {s.source} "
                                 f"(e.g. {s.extraction_failures[0]}); scored as empty / unparsed")
@@ -223,7 +295,7 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
             if grouping is not None and spec.family == "ov":
                 grouping.add_to(task.gt, s.ov_labels or {}, score)
             warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
-            if extractor is not None and not getattr(extractor, "paper_protocol", True):
+            if extractor_made(s, extractor) and not getattr(extractor, "paper_protocol", True):
                 flags.append(f"extractor:{extractor.name}")
             base = task_dir / safe_name(s.label)
             write_json(base.with_name(base.name + ".json"), {
@@ -256,10 +328,10 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         for w in dict.fromkeys(task_warnings):
             log(f"  warning: {w}")
 
-    # 3. Metadata and the leaderboard.
+    # 4. Metadata and the leaderboard (shared files: under the output folder's lock).
     import numpy
 
-    write_json(model_dir / "run.json", {
+    update_run_metadata(model_dir / "run.json", {
         "command": config.command, "unibench": __version__, "python": platform.python_version(),
         "numpy": numpy.__version__, "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -275,4 +347,8 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
     })
     if not any(t.spec.in_benchmark for t, _ in prepared):
         return []  # extra tasks only (e.g. ovmerd): the nine-task leaderboard is left as it was
-    return update_leaderboard(config.output, model, config.select)
+    notes: list[str] = []
+    rows = update_leaderboard(config.output, model, config.select, notes)
+    for note in notes:
+        log(f"warning: {note}")
+    return rows

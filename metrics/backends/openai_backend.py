@@ -7,25 +7,34 @@ The key is read from the environment variable named by ``api_key_env``; it
 never appears in arguments, logs or results. Requests run on a bounded pool
 of threads; 429, 5xx, timeouts and broken responses are retried with
 exponential backoff that honours ``Retry-After``. A sample that still fails
-is ``None`` (counted and listed); a server that cannot be reached, or that
-refuses the key, stops the run with one line (finished answers stay cached).
+is ``None`` (counted and listed); a server that refuses the key, or that
+cannot be reached, stops the run with one line (finished answers stay
+cached). Nothing listening at ``base_url`` (connection refused), a host name
+that does not resolve and an unreachable network are not worth the long
+backoff: two quick retries (under a second in all), then that line.
 """
 from __future__ import annotations
 
 import email.utils
+import errno
 import os
 import random
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 
 from unibench.errors import MissingExtraError, UserError
 from unibench.metrics.extraction import register_extractor
 from unibench.metrics.llm import Decoding, LLMExtractor, LLMOptions, ResultGroup, first_line
 
 MAX_RETRY_AFTER_S = 300.0
+# A connection refused, a host name that does not resolve, a network that cannot reach the host: a server
+# restarting gets these quick retries (seconds before each), not the long backoff meant for a busy server.
+QUICK_RETRY_DELAYS = (0.25, 0.5)
 
 
 @dataclass
@@ -179,13 +188,14 @@ class OpenAIExtractor(LLMExtractor):
                     next_index += 1
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 group: ResultGroup = []
+                fatal: FatalRequestError | None = None
                 for fut in finished:
                     index = pending.pop(fut)
                     try:
                         group.append((index, fut.result()))
                         answered += 1
                     except FatalRequestError as exc:
-                        raise UserError(str(exc)) from None
+                        fatal = fatal or exc
                     except RejectedRequest as exc:
                         self.note_failure(str(exc))
                         group.append((index, None))
@@ -195,6 +205,11 @@ class OpenAIExtractor(LLMExtractor):
                         if not answered and rejected >= min(REJECTIONS_BEFORE_STOP, len(prompts)):
                             raise UserError(f"openai: the server rejects every request ({exc}; server "
                                             f"{self._base_url()}, model '{self.options.model}')") from None
+                if fatal is not None:
+                    self._stop.set()  # the others stop retrying now
+                    if group:
+                        yield group  # answers that finished alongside the failure are kept (and cached)
+                    raise UserError(str(fatal)) from None
                 yield group
             clean = True
         finally:
@@ -220,15 +235,17 @@ def chat_with_retries(client: Any, errors: Any, body: dict[str, Any], options: A
     429, 5xx, timeouts, connection errors and malformed responses are retried
     with exponential backoff that honours ``Retry-After``. A bad key, a
     missing model or a server that never answers raise ``fatal(message)``
-    (run-wide); another 4xx raises :class:`RejectedRequest`; running out of
-    retries raises :class:`RequestFailed`. ``sleep(seconds)`` returning True
+    (run-wide); so does an address where nothing can answer (connection
+    refused, unknown host, unreachable network: :func:`unreachable`), after
+    only :data:`QUICK_RETRY_DELAYS`. Another 4xx raises :class:`RejectedRequest`;
+    running out of retries raises :class:`RequestFailed`. ``sleep(seconds)`` returning True
     means the run is stopping (:class:`Stopping`). Shared by the extractor
     and the ``openai`` adapter; ``options`` needs api_key_env, timeout,
     max_retries, backoff (and optionally max_backoff).
     """
     o, err = options, errors
     max_backoff = getattr(o, "max_backoff", 60.0)
-    reason, connection_failures = "", 0
+    reason, connection_failures, quick = "", 0, 0
     for attempt in range(o.max_retries + 1):
         retry_after = None
         try:
@@ -250,6 +267,14 @@ def chat_with_retries(client: Any, errors: Any, body: dict[str, Any], options: A
         except err.APIConnectionError as exc:
             connection_failures += 1
             reason = f"cannot connect ({first_line(exc.__cause__ or exc)})"
+            problem = unreachable(exc, resolve_base_url(getattr(o, "base_url", "")))
+            if problem is not None:
+                if quick >= len(QUICK_RETRY_DELAYS) or attempt >= o.max_retries:
+                    raise fatal(problem) from None
+                quick += 1
+                if sleep(QUICK_RETRY_DELAYS[quick - 1]):
+                    raise Stopping()
+                continue
         except err.APIStatusError as exc:
             status = exc.status_code
             if status == 429 or status >= 500:
@@ -264,6 +289,51 @@ def chat_with_retries(client: Any, errors: Any, body: dict[str, Any], options: A
     if connection_failures == o.max_retries + 1:
         raise fatal(f"cannot reach the server after {o.max_retries + 1} tries: {reason}")
     raise RequestFailed(f"{reason} after {o.max_retries + 1} tries")
+
+
+_DNS_TEXT = ("name or service not known", "nodename nor servname", "temporary failure in name resolution",
+             "getaddrinfo failed", "no address associated with hostname", "name resolution")
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH}
+_UNREACHABLE_TEXT = ("network is unreachable", "no route to host")
+_REFUSED_TEXT = ("connection refused", "actively refused")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        yield node
+        node = node.__cause__ or node.__context__
+
+
+def unreachable(exc: BaseException, base_url: str) -> str | None:
+    """Why nothing at ``base_url`` can answer, or None for another connection error.
+
+    Looks through the chain of causes (openai.APIConnectionError <- httpx.ConnectError
+    <- ConnectionRefusedError / socket.gaierror / OSError) for a refused
+    connection, a host name that does not resolve, or an unreachable network.
+    Resets, broken responses and timeouts are not in it: they are retried as usual.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    where = f"{host}:{port}" if port else host
+    for node in _causes(exc):
+        text = str(node).lower()
+        detail = first_line(node, 120)
+        if isinstance(node, ConnectionRefusedError) or any(t in text for t in _REFUSED_TEXT):
+            return (f"nothing listens at {where} (connection refused): start the server, "
+                    "or check the host and port in base_url=")
+        if isinstance(node, socket.gaierror) or any(t in text for t in _DNS_TEXT):
+            return f"cannot resolve the host name '{host}' ({detail}): check the host in base_url="
+        if (isinstance(node, OSError) and node.errno in _UNREACHABLE_ERRNOS) or \
+                any(t in text for t in _UNREACHABLE_TEXT):
+            return f"cannot reach {where} ({detail}): check base_url= and the network"
+    return None
 
 
 def resolve_base_url(base_url: str) -> str:
