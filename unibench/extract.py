@@ -130,15 +130,19 @@ def _write_provenance(stem: Path, extractor: Any, label: str, ov: bool, sentimen
     if path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             data = {}
+    if not isinstance(data, dict):
+        data = {}
     identity = extractor.identity() if hasattr(extractor, "identity") else {"backend": extractor.name}
     for key, made in (("ov", ov), ("sentiment", sentiment)):
         if made:
             data[key] = {"source": label, "extractor": identity, "backend": extractor.name,
                          "paper_protocol": bool(getattr(extractor, "paper_protocol", True))}
     try:
-        path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        from unibench.results import write_json
+
+        write_json(path, data)  # atomic: a concurrent reader never sees half a note
     except OSError:
         pass  # the npz files are there; only their provenance note is missing
 

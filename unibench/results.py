@@ -103,13 +103,15 @@ def write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         columns.update(dict.fromkeys(row))
     cols = tuple(columns)
-    with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")  # atomic, like every results file
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(cols)
         for row in rows:
             # scorers build every row the same way, so the values are usually already in column order
             values = row.values() if tuple(row) == cols else [row.get(c, "") for c in cols]
             writer.writerow(["|".join(v) if type(v) in _SEQUENCES else v for v in values])
+    os.replace(tmp, path)
 
 
 _SEQUENCES = (list, tuple, set)
