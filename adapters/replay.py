@@ -12,7 +12,6 @@ Layouts read (``--model-args path=...``):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,6 +19,7 @@ from typing import Any, Iterable
 from unibench.adapters.base import Adapter, AnswerSet, register_adapter
 from unibench.errors import UserError
 from unibench.safe_npz import check_unique_names, load_npz
+from unibench.strict import loads_json, shown
 from unibench.tasks.base import TaskData, read_csv_rows
 
 
@@ -34,6 +34,15 @@ def is_answer_npz(path: Path) -> bool:
     return path.suffix == ".npz" and "-openset" not in path.name and not path.name.endswith("-sentiment.npz")
 
 
+def extraction_owner(name: str) -> str:
+    """'x-openset-sentiment.npz' / 'x-openset.npz' -> 'x.npz': the answer file an extraction file belongs to."""
+    stem = name[:-4]
+    for suffix in ("-openset-sentiment", "-openset"):
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)] + ".npz"
+    return name
+
+
 def unique_names(pairs: Iterable[tuple[str, Any]], path: Path, what: str,
                  notes: list[str]) -> dict[str, Any]:
     """name -> value; a name given twice is counted once when both values agree (said in ``notes``),
@@ -45,13 +54,8 @@ def unique_names(pairs: Iterable[tuple[str, Any]], path: Path, what: str,
 
 def _text_name(name: Any, path: Path, where: str) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise UserError(f"{path}: {where}sample name {_shown(name)} is not text")
+        raise UserError(f"{path}: {where}sample name {shown(name)} is not text")
     return str(name)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text[:40] + "..." if len(text) > 40 else text
 
 
 def valid_text(text: str) -> str:
@@ -107,12 +111,11 @@ def read_provenance(stem: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8; {PROVENANCE_HINT}") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise UserError(f"{path}: not a valid extraction note ({str(exc).splitlines()[0][:100]}); "
-                        f"{PROVENANCE_HINT}") from None
+        data = loads_json(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc}); {PROVENANCE_HINT}") from None
+    except UserError as exc:
+        raise UserError(f"{exc} (an extraction note); {PROVENANCE_HINT}") from None
     problem = _provenance_problem(data)
     if problem:
         raise UserError(f"{path}: not a valid extraction note ({problem}); {PROVENANCE_HINT}")
@@ -181,12 +184,7 @@ def read_answer_table(path: Path, task_id: str | None, notes: list[str] | None =
                 for lineno, line in enumerate(fh, 1):
                     if not line.strip():
                         continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
-                    except RecursionError:
-                        raise UserError(f"{path}: line {lineno}: nested too deeply") from None
+                    row = loads_json(line, f"{path}: line {lineno}")
                     if not isinstance(row, dict) or "name" not in row or "answer" not in row:
                         raise UserError(f"{path}: line {lineno}: needs 'name' and 'answer' fields")
                     rows.append((lineno, row))
@@ -200,7 +198,7 @@ def read_answer_table(path: Path, task_id: str | None, notes: list[str] | None =
     for lineno, row in rows:
         task = row.get("task")
         if task is not None and not isinstance(task, str):
-            raise UserError(f"{path}: line {lineno}: 'task' is {_shown(task)}, not a task id")
+            raise UserError(f"{path}: line {lineno}: 'task' is {shown(task)}, not a task id")
         if task_id is not None and task not in (None, "", task_id):
             continue
         pairs.append((_text_name(row["name"], path, f"line {lineno}: "), row["answer"]))
@@ -255,7 +253,7 @@ class ReplayAdapter(Adapter):
                                 f"(runs: {', '.join(r.name for r in runs) or 'none'})")
         else:
             chosen = runs
-        counts = {r: len([f for f in r.iterdir() if is_answer_npz(f)]) for r in chosen}
+        counts = {r: len([f for f in r.iterdir() if is_answer_npz(f) and f.is_file()]) for r in chosen}
         if not counts or max(counts.values()) == 0:
             raise UserError(f"replay: no answer .npz files under {task_dir}")
         best = max(counts.values())
@@ -264,13 +262,19 @@ class ReplayAdapter(Adapter):
             raise UserError(f"replay: several runs in {task_dir} ({', '.join(r.name for r in top)}); "
                             "choose one with --model-args run=NAME")
         run_dir = top[0]
-        files = sorted(f for f in run_dir.iterdir() if is_answer_npz(f))
+        files = sorted(f for f in run_dir.iterdir() if is_answer_npz(f) and f.is_file())
+        orphans = [f.name for f in run_dir.iterdir() if f.suffix == ".npz" and not is_answer_npz(f)
+                   and (extraction_owner(f.name) == f.name or not (run_dir / extraction_owner(f.name)).is_file())]
         sets = []
         for i, f in enumerate(files):
             notes: list[str] = []
             s = answer_set(f, read_answer_npz(f, notes), notes, order=i)
             if len(chosen) > 1:
                 s.warnings.append(f"run folder chosen: {run_dir.name} (most answer files among {len(chosen)})")
+            if orphans:
+                s.warnings.append(f"{len(orphans)} file(s) in {run_dir} are named like extraction files but have no "
+                                  f"answer file beside them (e.g. {orphans[0]}); not scored (rename them to score "
+                                  "them as answer files)")
             sets.append(s)
         return sets
 

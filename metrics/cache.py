@@ -130,6 +130,10 @@ class ExtractionCache:
                 return conn.execute(f"SELECT key, response FROM extraction WHERE key IN ({marks})", chunk).fetchall()
 
             found.update(self._retry(query))
+        bad = [k for k, v in found.items() if not isinstance(v, str)]
+        if bad:  # the harness stores only text: another writer (or an editor) put something else there
+            raise self._corrupt(sqlite3.DatabaseError(f"{len(bad)} stored answer(s) are not text "
+                                                      f"({type(found[bad[0]]).__name__})"))
         return found
 
     def put_many(self, rows: Iterable[tuple[str, str]], backend: str, model: str) -> int:

@@ -39,6 +39,10 @@ class Extractor:
     def extract_sentiment(self, ov_answers: Sequence[str]) -> list[str | None]:
         raise NotImplementedError
 
+    def preflight(self) -> None:
+        """Cheap checks before any sample is answered or extracted (e.g. that a server is there); raise
+        UserError when the extraction cannot work. Default: nothing to check."""
+
     def close(self) -> None:
         """Release models, servers, caches."""
 

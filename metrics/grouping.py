@@ -126,12 +126,12 @@ def load_grouping_cache(folder: str | Path) -> dict[str, str]:
     if not folder.is_dir():
         raise UserError(f"grouping cache folder not found: {folder}")
     out: dict[str, str] = {}
-    for path in sorted(folder.glob("*.npy")):
+    for path in sorted(p for p in folder.glob("*.npy") if p.is_file()):  # never open a FIFO or a device
         _check_grouping_header(path)  # a header claiming a huge array is refused before numpy allocates it
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError:
-            raise UserError(f"{path}: holds a pickled object, not a grouping string (refused)") from None
+        except ValueError as exc:  # the header was checked: the data is cut short or corrupt
+            raise UserError(f"{path}: not a readable .npy file ({str(exc).splitlines()[0][:100]})") from None
         except (OSError, EOFError) as exc:
             raise UserError(f"{path}: not a readable .npy file ({exc})") from None
         if arr.dtype.kind not in "US" or arr.size != 1:
@@ -399,9 +399,9 @@ def read_labels_file(path: Path, column: str = "openset") -> dict[str, str]:
 
 def cli_main(argv: list[str]) -> int:
     """``run_bench grouping``: the §6 metric for one prediction file."""
-    import argparse
+    from unibench.strict import ArgumentParser
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="run_bench grouping",
         description="LLM synonym-grouping metric (OV-MER / MER2024 OV track): accuracy, recall, their average. "
                     "Example: run_bench grouping --gt ../shared/data/ovmerd/check-openset.csv "

@@ -25,7 +25,7 @@ from unibench.metrics.labels import string_to_list
 WHEELS = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 LEVELS = ("level1", "level2")
 LEXICON_FILES = ("format.csv", "synonym.xlsx") + tuple(f"{w}.xlsx" for w in WHEELS)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a first line holding the sha256 of the body, checked on every read
 
 
 def lexicon_hash(folder: Path) -> str:
@@ -62,12 +62,35 @@ def _read_wheel(path: Path) -> dict[str, dict[str, list[str]]]:
             l3 = r3
         l1, l2, l3 = str(l1).lower().strip(), str(l2).lower().strip(), str(l3).lower().strip()
         tree.setdefault(l1, {}).setdefault(l2, []).append(l3)
+    if not any(word for word in tree):  # an empty wheel would silently score 0 on it
+        raise UserError(f"{path}: the wheel holds no emotion words")
     return tree
+
+
+MAX_SPREADSHEET_MB = 256  # an .xlsx is a zip: its parts may not inflate past this (the real ones: < 2 MB)
+
+
+def _check_spreadsheet(path: Path) -> None:
+    """Refuse an .xlsx whose parts inflate to more than MAX_SPREADSHEET_MB before openpyxl reads it (zipfile
+    stops every part at its declared size, so the declared sizes bound the work)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read spreadsheet (not an .xlsx file: {exc})") from None
+    if total > MAX_SPREADSHEET_MB << 20:
+        raise UserError(f"{path}: the spreadsheet inflates to {total >> 20} MB, more than the "
+                        f"{MAX_SPREADSHEET_MB} MB a lexicon file may take")
 
 
 def _read_excel(path: Path, columns: Sequence[str]):
     import pandas as pd
 
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    _check_spreadsheet(path)
     try:
         df = pd.read_excel(path)
     except Exception as exc:  # openpyxl raises many types for a broken file
@@ -240,6 +263,21 @@ def resolve_lexicon_dir(value: str | None) -> Path:
     return folder
 
 
+def _read_cache(path: Path) -> Any:
+    """The compiled lexicon in a cache file: a header line (version, sha256 of the body), then the body. An
+    edited or cut body no longer matches its hash and reads as 'another version' (rebuilt)."""
+    with open(path, "rb") as fh:
+        header = json.loads(fh.readline(4096))
+        if not isinstance(header, dict):
+            raise ValueError("not a compiled-lexicon cache")
+        if header.get("version") != CACHE_VERSION:
+            return {"version": header.get("version")}
+        body = fh.read()
+    if hashlib.sha256(body).hexdigest() != header.get("body_sha256"):
+        raise ValueError("its content does not match the hash it was written with")
+    return json.loads(body)
+
+
 def _cache_problem(data: Any) -> str:
     """'' when a compiled-lexicon cache has the shape this version writes, else what is wrong."""
     if not isinstance(data, dict):
@@ -252,8 +290,11 @@ def _cache_problem(data: Any) -> str:
                 isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
                 for k, v in value.items()):
             return f"not a compiled lexicon ('{key}' is not a map of word lists)"
+    rows = data["table"].values()
+    if not data["table"] or any(len(row) != len(WHEELS) * len(LEVELS) for row in rows):
+        return f"not a compiled lexicon (a 'table' row does not have {len(WHEELS) * len(LEVELS)} entries)"
     wheels = data.get("wheels")
-    if not isinstance(wheels, dict) or not wheels or not all(
+    if not isinstance(wheels, dict) or sorted(wheels) != sorted(WHEELS) or not all(
             isinstance(tree, dict) and all(isinstance(lv, dict) and all(
                 isinstance(ws, list) and all(isinstance(w, str) for w in ws) for ws in lv.values())
                 for lv in tree.values()) for tree in wheels.values()):
@@ -268,14 +309,13 @@ def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_c
     cache_dir = cache_dir or default_cache_dir() / "lexicon"
     cache_path = cache_dir / f"{sha}.json"
     data = None
-    if use_cache and cache_path.is_file():
+    if use_cache and cache_path.exists():
         problem = ""
         try:
-            with open(cache_path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = _read_cache(cache_path)
             problem = _cache_problem(data)
         except (OSError, ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 and bad JSON
-            problem = f"unreadable ({type(exc).__name__})"
+            problem = f"unreadable ({type(exc).__name__}: {str(exc)[:60]})"
         if problem:  # a broken cache is rebuilt, never trusted; a cache from another version silently so
             if problem != "another version":
                 print(f"note: lexicon cache {cache_path} was {problem}; rebuilt it", file=sys.stderr)
@@ -286,8 +326,10 @@ def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_c
             try:
                 cache_dir.mkdir(parents=True, exist_ok=True)
                 tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    json.dump(data, fh, ensure_ascii=False)
+                body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+                with open(tmp, "wb") as fh:
+                    fh.write(json.dumps({"version": CACHE_VERSION,
+                                         "body_sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n" + body)
                 os.replace(tmp, cache_path)
             except OSError:
                 pass  # read-only cache dir: work uncached

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from unibench.errors import UserError
+from unibench.strict import kind as _kind
+from unibench.strict import unique_columns
 
 from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION as AFFECTGPT_QUESTION
 
@@ -133,7 +135,13 @@ def read_subtitles(path: Path, column: str) -> dict[str, str]:
     if not path.is_file():
         raise UserError(f"subtitle file not found: {path}")
     rows = read_csv_rows(path, required=("name", column))
-    return {r["name"]: (r.get(column) or "") for r in rows}
+    out: dict[str, str] = {}
+    for r in rows:
+        name, text = r["name"], r.get(column) or ""
+        if name in out and out[name] != text:  # the model would silently be asked with the last one
+            raise UserError(f"{path}: sample '{name}' has two different '{column}' subtitles; keep one row")
+        out[name] = text
+    return out
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -143,6 +151,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]
             # strict: an unterminated quote is an error, not one field swallowing every later row
             reader = csv.DictReader(fh, strict=True)
             header = reader.fieldnames or []
+            unique_columns(header, str(path))
             missing = [c for c in required if c not in header]
             if missing:
                 raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'})")
@@ -167,25 +176,24 @@ def _gt_value(spec: TaskSpec, value: Any) -> tuple[Any, str]:
     if spec.gt_kind == "emo_index":
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
             return None, f"'emo' is {_kind(value)}, expected an index into {list(spec.emotions)}"
-        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
-            return None, f"'emo' is {value!r}, expected a whole index into {list(spec.emotions)}"
+        if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+            return None, f"'emo' is {_kind(value)}, expected a whole index into {list(spec.emotions)}"
         if not 0 <= int(value) < len(spec.emotions):
-            return None, f"'emo' index {value!r} is outside 0..{len(spec.emotions) - 1} ({list(spec.emotions)})"
+            return None, f"'emo' index {_kind(value)} is outside 0..{len(spec.emotions) - 1} ({list(spec.emotions)})"
         return spec.emotions[int(value)], ""
     if spec.gt_kind == "val":
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
             return None, f"'val' is {_kind(value)}, expected a number"
-        if not math.isfinite(float(value)):
-            return None, f"'val' is {float(value)!r}, expected a finite number"
-        return float(value), ""
-    if not isinstance(value, str) or not value.strip():
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            return None, f"'val' is {_kind(value)}, expected a finite number"
+        return number, ""
+    if not isinstance(value, str) or not any(c.isalpha() for c in value):
         return None, f"'emo' is {_kind(value)}, expected an emotion word"
     return str(value), ""
-
-
-def _kind(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
 def _bad_gt(spec: TaskSpec, path: Path, where: str, bad: list[tuple[str, str]], skip: bool,

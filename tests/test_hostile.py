@@ -388,8 +388,9 @@ def test_extraction_note_not_utf8_is_refused(bench, capsys):
     refused(run(bench, capsys), str(path), "UTF-8")
 
 
-@pytest.mark.parametrize("content", ["[]", '{"version": 999}', "not json", '{"version": %s, "wheels": 5}'],
-                         ids=["list", "old-version", "not-json", "wrong-shape"])
+@pytest.mark.parametrize("content", ["[]", '{"version": 999}', "not json", '{"version": %s, "wheels": 5}',
+                                     "EDITED", "SHORT-ROWS"],
+                         ids=["list", "old-version", "not-json", "wrong-shape", "edited-body", "short-rows"])
 def test_lexicon_cache_of_the_wrong_shape_is_rebuilt(bench, capsys, tmp_path, content):
     from unibench.metrics.lexicon import CACHE_VERSION, lexicon_hash
 
@@ -397,13 +398,27 @@ def test_lexicon_cache_of_the_wrong_shape_is_rebuilt(bench, capsys, tmp_path, co
     baseline = run(bench, capsys, "--lexicon-cache", str(cache))
     path = cache / f"{lexicon_hash(bench['lexicon'])}.json"
     assert path.is_file()
-    path.write_text(content.replace("%s", json.dumps(CACHE_VERSION)), encoding="utf-8")
+    if content == "EDITED":  # a row changed by hand: its body no longer matches the hash it was written with
+        header, body = path.read_bytes().split(b"\n", 1)
+        data = json.loads(body)
+        data["table"]["sad"] = [""] * 10
+        path.write_bytes(header + b"\n" + json.dumps(data).encode())
+    elif content == "SHORT-ROWS":  # consistent hash, wrong shape
+        import hashlib
+
+        data = json.loads(path.read_bytes().split(b"\n", 1)[1])
+        data["table"] = {k: v[:3] for k, v in data["table"].items()}
+        body = json.dumps(data).encode()
+        path.write_bytes(json.dumps({"version": CACHE_VERSION, "body_sha256": hashlib.sha256(body).hexdigest()})
+                         .encode() + b"\n" + body)
+    else:
+        path.write_text(content.replace("%s", json.dumps(CACHE_VERSION)), encoding="utf-8")
     o = run(bench, capsys, "--lexicon-cache", str(cache))
     assert o.rc == 0 and "Traceback" not in o.err
     if content != '{"version": 999}':
         assert "rebuilt" in o.err
     assert o.row("toy-model")["mer2023"] == baseline.row("toy-model")["mer2023"]
-    assert json.loads(path.read_text(encoding="utf-8"))["version"] == CACHE_VERSION
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[0])["version"] == CACHE_VERSION
 
 
 # ================================================================ class 6: names
@@ -705,3 +720,198 @@ def test_input_limits_from_the_environment(bench, capsys, monkeypatch, reset_lim
 @pytest.mark.parametrize("text", ["max_member_mb=lots", "speed=3", "max_depth=-1"])
 def test_bad_input_limits_are_refused(bench, capsys, text, reset_limits):
     refused(run(bench, capsys, "--input-limits", text), "--input-limits")
+
+
+# ================================================================ found by an independent audit
+
+def test_two_model_names_that_map_to_one_folder_are_refused(bench, capsys):
+    assert run(bench, capsys, model_args=f"path={bench['model']},name=team/x").rc == 0
+    o = run(bench, capsys, model_args=f"path={bench['model']},name=team_x")
+    refused(o, "team/x", "same folder")
+
+
+def test_a_level2_run_flags_the_row(bench, capsys):
+    run(bench, capsys, task="cmumosi")
+    o = run(bench, capsys, "--level", "level2", task="mer2023")
+    row = flagged(o, "toy-model", "level:level2")
+    assert "mixed-levels" in row["flags"].split(";")
+
+
+@pytest.mark.parametrize("task,name,field,value", [("cmumosi", "v2", "val", 10**400),
+                                                   ("mer2023", "m2", "emo", 10**5000),
+                                                   ("meld", "dia1_utt1", "emo", 10**5000),
+                                                   ("mer2023", "m2", "emo", "[]"),
+                                                   ("mer2023", "m2", "emo", ", ")],
+                         ids=["val-overflows-float", "emo-5000-digits", "index-5000-digits", "emo-brackets",
+                              "emo-comma"])
+def test_ground_truth_values_past_python_limits_are_refused(bench, capsys, task, name, field, value):
+    path = rewrite_gt(bench, task, name, field, value)
+    refused(run(bench, capsys, task=task), str(path), f"'{name}'")
+
+
+def test_jsonl_answer_with_an_integer_past_the_digit_limit(bench, capsys, tmp_path):
+    path = tmp_path / "mer2023.jsonl"
+    path.write_text('{"name": "m1", "answer": ' + "9" * 5000 + "}\n", encoding="utf-8")
+    refused(run(bench, capsys, "--extractor", "lexicon", model_args=f"path={path}"), str(path), "line 1")
+
+
+def test_jsonl_row_with_a_key_given_twice_is_refused(bench, capsys, tmp_path):
+    path = tmp_path / "mer2023.jsonl"
+    path.write_text('{"name": "m1", "answer": "happy", "answer": "sad"}\n', encoding="utf-8")
+    refused(run(bench, capsys, "--extractor", "lexicon", model_args=f"path={path}"), str(path), "twice")
+
+
+def test_csv_header_naming_a_column_twice_is_refused(bench, capsys, tmp_path):
+    path = tmp_path / "mer2023.csv"
+    path.write_text('name,answer,answer\nm1,"I am happy.","I am sad."\n', encoding="utf-8")
+    refused(run(bench, capsys, "--extractor", "lexicon", model_args=f"path={path}"), str(path), "twice")
+    gt = label_file(bench, "ovmerdplus")
+    lines = gt.read_text(encoding="utf-8").splitlines()
+    gt.write_text("\n".join([lines[0] + ",openset"] + [f"{line},[sad]" for line in lines[1:]]) + "\n")
+    refused(run(bench, capsys, task="ovmerdplus"), str(gt), "twice")
+
+
+def test_summary_whose_flags_are_not_text_is_left_out_and_flagged(bench, capsys):
+    run(bench, capsys, task="cmumosi")
+    path = bench["model"].parent / "results" / "toy-model" / "cmumosi" / "summary.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for f in data["files"]:
+        f["flags"] = [{"a": 1}]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    flagged(run(bench, capsys, task="mer2023"), "toy-model", "unreadable-summary:cmumosi")
+
+
+@pytest.mark.parametrize("primary", [1e308, -0.5], ids=["huge", "negative"])
+def test_summary_with_an_impossible_score_is_left_out_and_flagged(bench, capsys, primary):
+    run(bench, capsys, task="cmumosi")
+    path = bench["model"].parent / "results" / "toy-model" / "cmumosi" / "summary.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["files"][0]["primary"] = primary
+    path.write_text(json.dumps(data), encoding="utf-8")
+    row = flagged(run(bench, capsys, task="mer2023"), "toy-model", "unreadable-summary:cmumosi")
+    assert row["cmumosi"] == ""
+
+
+def test_non_utf8_model_name_keeps_one_row_over_reruns(bench, capsys):
+    name = os.fsdecode(b"m\xff\xfe")
+    for _ in range(3):
+        assert run(bench, capsys, model_args=f"path={bench['model']},name={name}").rc == 0
+    rows = read_leaderboard(bench["model"].parent / "results" / "leaderboard.csv")
+    assert len(rows) == 1
+
+
+def test_leaderboard_cut_short_in_its_last_row_is_kept_aside_and_rebuilt(bench, capsys):
+    first = run(bench, capsys, model_args=f"path={bench['model']},name=first", task="cmumosi")
+    board = first.output / "leaderboard.csv"
+    data = board.read_bytes()
+    board.write_bytes(data.rstrip(b"\r\n")[:-3])
+    o = run(bench, capsys, model_args=f"path={bench['model']},name=second")
+    assert o.rc == 0 and "cut short" in o.err
+    rows = {r["model"]: r for r in read_leaderboard(board)}
+    assert rows["first"]["cmumosi"] == "100.00" and "second" in rows
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_named_like_an_answer_file_is_not_opened(bench, capsys):
+    os.mkfifo(answer_file(bench, "mer2023").parent / "checkpoint_000030_x.npz")
+    o = run(bench, capsys)
+    assert o.rc == 0 and o.row("toy-model")["mer2023"] == "75.00"
+
+
+def test_file_named_like_an_extraction_without_an_answer_is_said(bench, capsys):
+    content = toy_answers("mer2023", "A")
+    write_answer_npz(answer_file(bench, "mer2023").parent / "checkpoint_000030-openset_tuned.npz",
+                     content["answers"])
+    o = run(bench, capsys)
+    assert o.rc == 0 and "named like extraction files" in o.err
+
+
+def test_error_text_with_carriage_returns_stays_one_line(bench, capsys):
+    gt_key = LAYOUT["mer2023"][2]
+    corpus = {n: _stored("mer2023", v) for n, v in TOY_GT["mer2023"].items()}
+    corpus["m2\rerror: injected"] = {"emo": 3, "val": 0.0}
+    write_label_npz(label_file(bench, "mer2023"), {gt_key: corpus})
+    o = run(bench, capsys)
+    refused(o)
+    assert len(o.err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--level", "bad"], ["--batch-size", "abc"], ["--frobnicate"],
+                                  ["report", "--frobnicate"], ["lexicon", "frob"], ["grouping", "--gt", "x"]],
+                         ids=["choice", "type", "unknown", "report", "lexicon", "grouping"])
+def test_bad_command_lines_are_one_error_line(capsys, argv):
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    refused(Outcome(rc, "", err, Path(".")), "see run_bench")
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_limit_below_one_is_refused_for_replay_too(bench, capsys, limit):
+    refused(run(bench, capsys, "--limit", limit), "--limit")
+
+
+@pytest.mark.parametrize("args", ["base_url=http://127.0.0.1:9/v1,model=x,timeout=nan",
+                                  "base_url=http://127.0.0.1:9/v1,model=x,timeout=inf",
+                                  "base_url=127.0.0.1:9,model=x", "base_url=ftp://127.0.0.1:9/v1,model=x"],
+                         ids=["nan", "inf", "no-scheme", "ftp"])
+def test_openai_extractor_settings_are_checked_up_front(bench, capsys, args):
+    pytest.importorskip("openai")
+    refused(run(bench, capsys, "--extractor", "openai", "--extractor-args", args, "--force-extract"), "base_url"
+            if "base_url=h" not in args else "timeout")
+
+
+def test_unreachable_extraction_server_stops_a_generating_run_before_any_sample(bench, capsys, recorder):
+    pytest.importorskip("openai")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _media(bench, "mer2023")
+    o = run(bench, capsys, "--extractor", "openai", "--extractor-args", f"base_url=http://127.0.0.1:{port}/v1,model=x",
+            model="test-hostile-recorder", model_args="")
+    refused(o, f"127.0.0.1:{port}", "before any work")
+    assert recorder.asked == []
+
+
+def test_two_different_subtitles_for_one_sample_are_refused_before_any_sample(bench, capsys, recorder):
+    _media(bench, "mer2023")
+    path = bench["data"] / LAYOUT["mer2023"][0] / LAYOUT["mer2023"][3]
+    path.write_text(path.read_text(encoding="utf-8") + "m1,中文,a different subtitle\n", encoding="utf-8")
+    refused(run(bench, capsys, "--extractor", "lexicon", model="test-hostile-recorder", model_args=""),
+            str(path), "'m1'")
+    assert recorder.asked == []
+
+
+def test_shared_output_files_that_are_folders_are_found_before_work(bench, capsys, tmp_path):
+    for shared in ("leaderboard.csv", ".unibench.lock"):
+        out = tmp_path / f"out-{shared}"
+        (out / shared).mkdir(parents=True)
+        refused(run(bench, capsys, output=out), shared, "not a file")
+
+
+def test_an_empty_wheel_is_refused(bench, capsys, tmp_path):
+    import shutil
+
+    from fixtures import write_xlsx
+
+    lexicon = tmp_path / "lexicon-copy"
+    shutil.copytree(bench["lexicon"], lexicon)
+    write_xlsx(lexicon / "wheel3.xlsx", ["level1", "level2", "level3"], [])
+    o = run({**bench, "lexicon": lexicon}, capsys)
+    refused(o, "wheel3.xlsx", "no emotion words")
+
+
+def test_a_non_text_answer_in_the_extraction_cache_is_one_line(tmp_path):
+    import sqlite3
+
+    from unibench.errors import UserError
+    from unibench.metrics.cache import DB_NAME, ExtractionCache
+
+    with ExtractionCache(tmp_path) as cache:
+        cache.put_many([("k1", "[happy]")], backend="b", model="m")
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute("UPDATE extraction SET response = CAST(response AS BLOB)")
+    with ExtractionCache(tmp_path) as cache, pytest.raises(UserError, match="not text.*--no-cache"):
+        cache.get_many(["k1"])

@@ -185,10 +185,9 @@ def test_broken_or_old_cache_is_rebuilt(tiny_lexicon_dir, tmp_path):
     lex.cache_path.write_text("{not json", encoding="utf-8")
     again = load_lexicon(tiny_lexicon_dir, cache_dir=cache)
     assert again.table == lex.table
-    data = json.loads(lex.cache_path.read_text(encoding="utf-8"))
-    data["version"] = -1
-    data["table"] = {}
-    lex.cache_path.write_text(json.dumps(data), encoding="utf-8")
+    header, body = lex.cache_path.read_bytes().split(b"\n", 1)  # header line (version, body hash), then the body
+    assert json.loads(header)["version"] == json.loads(body)["version"]
+    lex.cache_path.write_bytes(json.dumps({"version": -1}).encode() + b"\n" + json.dumps({"table": {}}).encode())
     assert load_lexicon(tiny_lexicon_dir, cache_dir=cache).table == lex.table
 
 

@@ -215,7 +215,7 @@ def test_sample_without_its_field(tmp_path, corpus, needle):
 
 def test_bad_values(tmp_path):
     write_label_npz(tmp_path / "meld-process" / "label.npz", {"test_corpus": {"d1": {"emo": 9, "val": 0}}})
-    with pytest.raises(UserError, match=r"label\.npz: key 'test_corpus', sample 'd1': 'emo' index 9 is outside 0\.\.6 \(\['anger'"):
+    with pytest.raises(UserError, match=r"label\.npz: key 'test_corpus', sample 'd1': 'emo' index int 9 is outside 0\.\.6 \(\['anger'"):
         load_task(get_task("meld"), tmp_path, check_count=False)
     write_label_npz(tmp_path / "sims-process" / "label.npz", {"test_corpus": {"v1": {"emo": 0, "val": "high"}}})
     with pytest.raises(UserError, match=r"label\.npz: key 'test_corpus', sample 'v1': 'val' is str 'high', expected a number"):

@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from unibench.errors import UserError
+from unibench.strict import ArgumentParser, one_line
 
 
 def _main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="run_bench",
         description="MER-UniBench: evaluate multimodal LLMs on emotion understanding "
                     "(subcommands: 'report', 'lexicon audit|explain|fetch', 'grouping').")
@@ -84,7 +85,7 @@ def _select_mode(value: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from unibench.adapters.base import make_adapter
     from unibench.metrics.lexicon import load_lexicon
-    from unibench.results import format_table, read_paper_rows
+    from unibench.results import format_table, printable, read_paper_rows
     from unibench.runner import RunConfig, run
     from unibench.tasks import resolve_tasks
     from unibench.tasks.base import resolve_data_root
@@ -105,13 +106,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon, use_cache=not args.no_cache,
                                    cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                                    paper_sampling=args.paper_sampling, progress=False if args.no_progress else None)
+    if args.batch_size < 0 or (args.limit is not None and args.limit < 1):
+        raise UserError("--batch-size must be positive and --limit at least 1")
     infer = None
     if adapter.generates:
         from unibench.inference import apply_run_options, infer_task as infer, resolve_question
 
         resolve_question(args.question, "")  # a bad --question stops before any work
-        if args.batch_size < 0 or (args.limit is not None and args.limit < 1):
-            raise UserError("--batch-size must be positive and --limit at least 1")
         for note in apply_run_options(adapter, args.model_args, device=args.device, dtype=args.dtype):
             print(f"note: {note}", file=sys.stderr)
     config = RunConfig(tasks=tasks, data_root=data_root, output=Path(args.output),
@@ -132,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if isinstance(extractor, LLMExtractor) and stats_worth_reporting(extractor.stats):
                 print(format_stats(extractor.stats), file=sys.stderr)
             extractor.close()
-    model = adapter.model_id()
+    model = printable(adapter.model_id())
     mine = [r for r in rows if r["model"] == model]
     shown = (read_paper_rows() + mine) if args.paper else rows
     if shown:  # a run of extra tasks only (ovmerd) leaves the nine-task leaderboard alone
@@ -208,7 +209,7 @@ def cmd_report(argv: list[str]) -> int:
     from unibench.results import (LeaderboardProblem, check_output_folder, format_table, read_leaderboard,
                                   read_paper_rows, rebuild_leaderboard)
 
-    p = argparse.ArgumentParser(prog="run_bench report", description="print the leaderboard")
+    p = ArgumentParser(prog="run_bench report", description="print the leaderboard")
     p.add_argument("--output", default="results")
     p.add_argument("--paper", action="store_true", help="include the published rows")
     p.add_argument("--rebuild", action="store_true",
@@ -241,7 +242,7 @@ def cmd_lexicon(argv: list[str]) -> int:
     from unibench.metrics import lexicon_tools
     from unibench.metrics.lexicon import load_lexicon
 
-    p = argparse.ArgumentParser(prog="run_bench lexicon", description="inspect or fetch the emotion-wheel lexicon")
+    p = ArgumentParser(prog="run_bench lexicon", description="inspect or fetch the emotion-wheel lexicon")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("audit", help="labels of the basic tasks that map to nothing or somewhere surprising")
     a.add_argument("--lexicon")
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args)
         return cmd_run(args)
     except UserError as exc:
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except MemoryError:
         print("error: out of memory (an input far larger than expected? see 'what the harness guarantees' in "
@@ -328,10 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split("\n")) if "\n" in text else text
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def read_answer_log(path: Path) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             rec = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, an integer past Python's digit limit
             raise UserError(f"{path}: line {lineno} is not valid JSON; move the file away to start over") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
             raise UserError(f"{path}: line {lineno} is not an answer record (no text 'name')")

@@ -51,6 +51,16 @@ def safe_name(text: str) -> str:
     return name
 
 
+def printable(text: str) -> str:
+    """A name as it is written to (and read back from) UTF-8 files: lone surrogates (bytes that were not
+    UTF-8) become backslash escapes, so the same name always compares equal to its row."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomic: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +74,8 @@ def write_json(path: Path, data: Any) -> None:
 def check_output_folder(output: Path) -> None:
     """Before any work: the results folder is (or can be made) a folder we can write. Nothing is created."""
     output = Path(output)
+    if output.is_symlink() and not output.exists():
+        raise UserError(f"--output {output} is a link to nothing ({os.readlink(output)}); pass another --output")
     for existing in [output, *output.parents]:
         if existing.exists():
             break
@@ -77,6 +89,9 @@ def check_output_folder(output: Path) -> None:
     except OSError as exc:
         raise UserError(f"--output {output}: cannot write in {existing} ({exc.strerror or exc}); "
                         "pass a writable folder") from None
+    for shared in ("leaderboard.csv", ".unibench.lock"):
+        if (output / shared).exists() and not (output / shared).is_file():
+            raise UserError(f"{output / shared} is not a file; move it away")
 
 
 @contextmanager
@@ -154,6 +169,8 @@ def selection_mode(label: str) -> str:
 
 def read_summary(path: Path) -> dict:
     """One task summary; UserError naming the file and what is wrong with it."""
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -181,13 +198,20 @@ def _summary_problem(data: Any) -> str:
         for key, kinds in (("label", str), ("primary", (int, float)), ("order", int)):
             if not isinstance(f.get(key), kinds) or isinstance(f.get(key), bool):
                 return f"files[{i}].{key} is missing or not a {getattr(kinds, '__name__', 'number')}"
-        if f["primary"] != f["primary"] or abs(f["primary"]) == float("inf"):
-            return f"files[{i}].primary is not finite"
-        if not isinstance(f.get("flags", []), list):
-            return f"files[{i}].flags is not a list"
-    if not isinstance(data.get("flags", []), list):
-        return "'flags' is not a list"
+        if not 0.0 <= f["primary"] <= 1.0:  # scores are fractions (NaN fails this too)
+            return f"files[{i}].primary is {f['primary']!r}, not a score between 0 and 1"
+        if not _text_list(f.get("flags", [])):
+            return f"files[{i}].flags is not a list of text"
+    if not _text_list(data.get("flags", [])):
+        return "'flags' is not a list of text"
+    for key in ("model", "level", "lexicon_sha256"):
+        if not isinstance(data.get(key, ""), str):
+            return f"'{key}' is not text"
     return ""
+
+
+def _text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def load_summaries(output: Path, model: str, problems: list[str] | None = None) -> dict[str, dict]:
@@ -197,13 +221,17 @@ def load_summaries(output: Path, model: str, problems: list[str] | None = None) 
     model_dir = output / safe_name(model)
     for task_id in TASKS:
         path = model_dir / task_id / "summary.json"
-        if path.is_file():
-            try:
-                out[task_id] = read_summary(path)
-            except UserError as exc:
-                if problems is None:
-                    raise
-                problems.append(f"{task_id}:{exc}")
+        if not path.exists():
+            continue
+        try:
+            summary = read_summary(path)
+            if summary.get("model", model) != model:  # two names that map to one folder
+                raise UserError(f"{path}: holds results of model '{summary['model']}', not '{model}'")
+            out[task_id] = summary
+        except UserError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{task_id}:{exc}")
     return out
 
 
@@ -211,7 +239,7 @@ def leaderboard_row(model: str, summaries: dict[str, dict], mode: str,
                     unreadable: Iterable[str] = ()) -> dict[str, str]:
     row: dict[str, str] = {"model": model, "selection": selection_label(mode, summaries.values())}
     values, flags = [], set()
-    lexicons = set()
+    lexicons, levels = set(), set()
     for task_id in TASKS:
         summary = summaries.get(task_id)
         chosen = select_file(summary, mode) if summary else None
@@ -222,12 +250,16 @@ def leaderboard_row(model: str, summaries: dict[str, dict], mode: str,
         row[task_id] = f"{value:.2f}"
         values.append(value)
         lexicons.add(summary.get("lexicon_sha256", ""))
+        levels.add(summary.get("level", "level1"))
         flags.update(chosen.get("flags", []))
         flags.update(summary.get("flags", []))
     row["mean"] = f"{sum(values) / len(values):.2f}" if values else ""
     row["n_tasks"] = str(len(values))
     if len(lexicons) > 1:
         flags.add("mixed-lexicons")
+    if len(levels) > 1:
+        flags.add("mixed-levels")
+    flags.update(f"level:{lv}" for lv in levels if lv != "level1")  # the paper reports level 1
     flags.update(f"unreadable-summary:{t}" for t in unreadable)
     row["flags"] = ";".join(sorted(str(f) for f in flags))
     return row
@@ -246,9 +278,18 @@ def read_leaderboard(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     try:
+        with open(path, "rb") as raw:
+            raw.seek(0, os.SEEK_END)
+            if raw.tell():
+                raw.seek(-1, os.SEEK_END)
+                if raw.read(1) != b"\n":  # we always end with a line break: this one was cut short
+                    raise LeaderboardProblem("it ends in the middle of a row (cut short?)",
+                                             _salvage(path))
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, strict=True)
             header = reader.fieldnames or []
+            if len(set(header)) != len(header):
+                raise LeaderboardProblem("its header names a column twice")
             foreign = [c for c in header if c not in LEADERBOARD_COLUMNS]
             missing = [c for c in LEADERBOARD_COLUMNS if c not in header]
             if foreign or missing:
@@ -271,6 +312,19 @@ def read_leaderboard(path: Path) -> list[dict[str, str]]:
         raise LeaderboardProblem(f"it is malformed CSV ({exc})") from None
     except OSError as exc:
         raise LeaderboardProblem(f"it cannot be read ({exc.strerror or exc})") from None
+
+
+def _salvage(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a leaderboard cut short (the last, partial line dropped)."""
+    try:
+        data = path.read_bytes()
+        text = data[:data.rfind(b"\n") + 1].decode("utf-8")
+        reader = csv.DictReader(text.splitlines(), strict=True)
+        if reader.fieldnames != LEADERBOARD_COLUMNS:
+            return []
+        return [dict(r) for r in reader if None not in r and all(v is not None for v in r.values())]
+    except (UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _write_leaderboard(path: Path, rows: list[dict[str, str]]) -> None:

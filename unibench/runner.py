@@ -5,6 +5,7 @@ extractions), so a bad input stops the run in seconds with one clear line.
 """
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -17,9 +18,9 @@ from unibench.adapters.base import Adapter, AnswerSet
 from unibench.errors import UserError
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
-from unibench.results import (check_output_folder, safe_name, update_leaderboard, update_run_metadata, write_json,
-                              write_samples_csv)
-from unibench.tasks.base import TaskData, TaskSpec, load_task
+from unibench.results import (check_output_folder, printable, read_summary, safe_name, update_leaderboard,
+                              update_run_metadata, write_json, write_samples_csv)
+from unibench.tasks.base import EXTRA_TASKS, TASKS, TaskData, TaskSpec, load_task
 
 SENTIMENT_FAMILIES = ("sentiment",)
 
@@ -102,8 +103,10 @@ def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str
                         f"{s.rejected[rejected[0]]}); counted as failed samples, scored as empty predictions")
         flags.append(f"non-text-answers:{len(rejected)}")
     if missing:
-        warnings.append(f"{len(missing)} test sample(s) have no answer in {s.source} (e.g. {missing[0]}); "
-                        "scored as empty predictions")
+        kept = [n for n in missing if s.ov_labels and n in s.ov_labels]
+        how = (f"{len(kept)} of them scored from the extraction file, which has them; the rest as empty predictions"
+               if kept else "scored as empty predictions")
+        warnings.append(f"{len(missing)} test sample(s) have no answer in {s.source} (e.g. {missing[0]}); {how}")
         flags.append(f"missing-answers:{len(missing)}")
     if extra:
         warnings.append(f"{len(extra)} answer(s) in {s.source} are not in the test split (e.g. {extra[0]}); ignored")
@@ -175,6 +178,31 @@ def limit_task(task: TaskData, limit: int | None) -> str | None:
     return f"partial:{limit}/{total}"
 
 
+def check_model_folder(model_dir: Path, model: str, tasks: list[TaskSpec]) -> None:
+    """The model's results folder is a folder, its task entries are folders, and it is this model's: two
+    names that map to one folder (``team/x`` and ``team_x``) would otherwise mix their results."""
+    if not model_dir.exists():
+        return
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir} is a file, not a results folder; move it away or pass another --output")
+    for spec in tasks:
+        if (model_dir / spec.id).exists() and not (model_dir / spec.id).is_dir():
+            raise UserError(f"{model_dir / spec.id} is a file, not a results folder; move it away")
+    owners = set()
+    for path in [model_dir / "run.json", *(model_dir / t / "summary.json" for t in (*TASKS, *EXTRA_TASKS))]:
+        if path.is_file():
+            try:
+                data = read_summary(path) if path.name == "summary.json" else json.loads(path.read_text("utf-8"))
+            except (UserError, OSError, ValueError, RecursionError):
+                continue  # unreadable: named when the leaderboard is rebuilt
+            if isinstance(data, dict) and isinstance(data.get("model"), str):
+                owners.add(data["model"])
+    others = sorted(owners - {model})
+    if others:
+        raise UserError(f"{model_dir} holds the results of model '{others[0]}', whose name maps to the same "
+                        f"folder as '{model}'; pass another name (--model-args name=...) or --output")
+
+
 def check_extraction_needs(spec: TaskSpec, sets: list[AnswerSet], extractor: Any, config: RunConfig) -> None:
     """Existing extraction files first (unless ``--force-extract``), else the extractor must make them."""
     if config.force_extract:
@@ -218,6 +246,11 @@ def prepare_tasks(adapter: Adapter, config: RunConfig, extractor: Any, infer: Ca
                 check_selection(spec, sets, config.select[len("file:"):])
             check_extraction_needs(spec, sets, extractor, config)
         prepared.append((task, sets))
+    if extractor is not None and any(sets is None or any(s.ov_labels is None or s.sentiments is None for s in sets)
+                                     for _, sets in prepared):
+        preflight = getattr(extractor, "preflight", None)  # Extractor subclasses have it; test doubles may not
+        if callable(preflight):
+            preflight()  # e.g. the extraction server is there, before hours of inference
     return prepared
 
 
@@ -249,13 +282,12 @@ def extractor_made(s: AnswerSet, extractor: Any) -> bool:
 def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = None,
         infer: Callable[..., AnswerSet] | None = None) -> list[dict[str, str]]:
     """Run every task; write results; return the leaderboard rows."""
-    model = adapter.model_id()
+    model = printable(adapter.model_id())
     model_dir = config.output / safe_name(model)
     started = time.time()
 
     # 1. Check data, answers, extractions, media and output for every task before any work.
-    if model_dir.exists() and not model_dir.is_dir():
-        raise UserError(f"{model_dir} is a file, not a results folder; move it away or pass another --output")
+    check_model_folder(model_dir, model, config.tasks)
     checked = prepare_tasks(adapter, config, extractor, infer)
     from unibench.metrics.grouping import prepare_grouping
 

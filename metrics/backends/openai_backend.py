@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import math
 import os
 import random
 import socket
@@ -129,8 +130,12 @@ class OpenAIExtractor(LLMExtractor):
         o = self.options
         if o.concurrency < 1:
             raise UserError(f"--extractor-args: concurrency must be at least 1, got {o.concurrency}")
-        if o.timeout <= 0:
-            raise UserError(f"--extractor-args: timeout must be positive, got {o.timeout}")
+        if not (math.isfinite(o.timeout) and o.timeout > 0):
+            raise UserError(f"--extractor-args: timeout must be a positive number of seconds, got {o.timeout}")
+        scheme = urlsplit(self._base_url()).scheme
+        if scheme not in ("http", "https"):
+            raise UserError(f"--extractor-args: base_url must start with http:// or https://, got "
+                            f"'{self._base_url()}'")
         if o.max_retries < 0:
             raise UserError(f"--extractor-args: max_retries must be 0 or more, got {o.max_retries}")
         self._client: Any = None
@@ -139,6 +144,19 @@ class OpenAIExtractor(LLMExtractor):
 
     def model_identity(self) -> str:
         return f"{self._base_url()}|{self.options.model}"
+
+    def preflight(self) -> None:
+        """Before any work: something listens at base_url (a TCP connection, no request, no cost)."""
+        base = self._base_url()
+        parts = urlsplit(base)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            socket.create_connection((parts.hostname or "", port), timeout=min(self.options.timeout, 5.0)).close()
+        except (OSError, ValueError) as exc:
+            problem = unreachable(exc, base) if isinstance(exc, OSError) else f"bad address ({exc})"
+            if problem:  # a timeout or anything else: the requests themselves retry
+                raise UserError(f"openai: {problem} (server {base}, model '{self.options.model}'; "
+                                "checked before any work)") from None
 
     def backend_identity(self) -> dict[str, Any]:
         o = self.options
