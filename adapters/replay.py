@@ -12,6 +12,7 @@ Layouts read (``--model-args path=...``):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -219,7 +220,12 @@ class ReplayAdapter(Adapter):
         if self.options.run:  # e.g. results-ovmerd/<baseline>/: the run folder names the model
             return self.options.run
         path = Path(self.options.path)
-        return path.stem if path.is_file() else path.resolve().name
+        if path.is_file():
+            return path.stem
+        try:
+            return path.resolve().name
+        except (OSError, RuntimeError):  # a link loop: answer_sets says what is wrong with the path
+            return Path(os.path.abspath(path)).name
 
     def answer_sets(self, task: TaskData) -> list[AnswerSet]:
         path = Path(self.options.path)

@@ -312,6 +312,8 @@ def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_c
     if use_cache and cache_path.exists():
         problem = ""
         try:
+            if not cache_path.is_file():  # never open a FIFO or a device: it could block forever
+                raise ValueError("not a regular file")
             data = _read_cache(cache_path)
             problem = _cache_problem(data)
         except (OSError, ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 and bad JSON

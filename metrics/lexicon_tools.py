@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import tempfile
 import urllib.request
@@ -88,12 +89,16 @@ def fetch(dest: Path, base_url: str = UPSTREAM, ref: str = DEFAULT_REF,
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         for name in LEXICON_FILES:
-            url = base_url.format(ref=ref, file=name)
+            try:
+                url = base_url.format(ref=ref, file=name)
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise UserError(f"lexicon fetch: --base-url '{base_url}' is not a template with {{ref}} and "
+                                f"{{file}} ({type(exc).__name__}: {exc})") from None
             target = Path(tmp) / name
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as fh:
                     shutil.copyfileobj(resp, fh)
-            except OSError as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # InvalidURL: a URL that is not one
                 raise UserError(f"lexicon fetch: cannot download {url} ({exc})") from None
             got = sha256_file(target)
             if name in expected and got != expected[name]:

@@ -159,6 +159,8 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]
             for row in reader:
                 if None in row:
                     raise UserError(f"{path}: line {reader.line_num}: more fields than the header has")
+                if any(v and "\x00" in v for v in row.values()):  # binary data read as text would score
+                    raise UserError(f"{path}: line {reader.line_num}: holds a NUL byte (binary data?)")
                 rows.append(row)
             return rows
     except UnicodeDecodeError as exc:

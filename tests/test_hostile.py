@@ -915,3 +915,81 @@ def test_a_non_text_answer_in_the_extraction_cache_is_one_line(tmp_path):
         conn.execute("UPDATE extraction SET response = CAST(response AS BLOB)")
     with ExtractionCache(tmp_path) as cache, pytest.raises(UserError, match="not text.*--no-cache"):
         cache.get_many(["k1"])
+
+
+# ================================================================ found by a second audit
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_in_place_of_the_lexicon_cache_does_not_block(bench, capsys, tmp_path):
+    from unibench.metrics.lexicon import lexicon_hash
+
+    cache = tmp_path / "lc"
+    cache.mkdir()
+    os.mkfifo(cache / f"{lexicon_hash(bench['lexicon'])}.json")
+    o = run(bench, capsys, "--lexicon-cache", str(cache))
+    assert o.rc == 0 and "rebuilt" in o.err
+
+
+def test_replay_path_that_is_a_link_loop(bench, capsys, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    refused(run(bench, capsys, model_args=f"path={loop}"), str(loop))
+
+
+@pytest.mark.parametrize("url", ["http://x/{nope}/{file}", "http://x/{0}", "http://x/{file", "http://[::1/{file}",
+                                 "http://127.0.0.1:9/a b/{file}"])
+def test_lexicon_fetch_with_a_malformed_url_template(capsys, tmp_path, url):
+    capsys.readouterr()
+    rc = main(["lexicon", "fetch", str(tmp_path / "lex"), "--base-url", url])
+    refused(Outcome(rc, "", capsys.readouterr().err, tmp_path), "lexicon fetch")
+
+
+def test_npz_holding_a_member_with_and_without_the_npy_extension_is_refused(bench, capsys):
+    path = label_file(bench, "mer2023")
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("test1_corpus", b"whatever numpy would read instead")
+    refused(run(bench, capsys), str(path), "test1_corpus.npy")
+
+
+def test_nul_byte_in_a_csv_label_is_refused(bench, capsys):
+    path = label_file(bench, "ovmerdplus")
+    path.write_text(path.read_text(encoding="utf-8").replace("happy", "hap\x00py", 1), encoding="utf-8")
+    refused(run(bench, capsys, task="ovmerdplus"), str(path), "NUL")
+
+
+@pytest.mark.parametrize("value", ["175.00", "nan", "abc"])
+def test_leaderboard_holding_an_impossible_score(bench, capsys, value):
+    first = run(bench, capsys, model_args=f"path={bench['model']},name=first")
+    board = first.output / "leaderboard.csv"
+    rows = read_leaderboard(board)
+    rows[0]["mer2023"] = value
+    with open(board, "w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=LEADERBOARD_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    capsys.readouterr()
+    rc = main(["report", "--output", str(first.output)])
+    refused(Outcome(rc, "", capsys.readouterr().err, first.output), "not a score", "--rebuild")
+    o = run(bench, capsys, model_args=f"path={bench['model']},name=second")
+    assert o.rc == 0 and "not a score" in o.err
+    assert {r["model"]: r["mer2023"] for r in read_leaderboard(board)} == {"first": "75.00", "second": "75.00"}
+
+
+def test_every_row_of_a_model_follows_its_summaries(bench, capsys):
+    """A level-2 run with another selection also updates the model's best row (as --rebuild would)."""
+    run(bench, capsys)
+    o = run(bench, capsys, "--level", "level2", "--select", "last")
+    assert o.rc == 0
+    board = o.output / "leaderboard.csv"
+    live = {r["selection"]: r for r in read_leaderboard(board)}
+    assert all("level:level2" in r["flags"] for r in live.values()) and len(live) == 2
+    capsys.readouterr()
+    assert main(["report", "--output", str(o.output), "--rebuild"]) == 0
+    assert {r["selection"]: r for r in read_leaderboard(board)} == live
+
+
+def test_bad_input_limits_in_the_environment_stop_check_data_too(bench, capsys, monkeypatch, reset_limits):
+    monkeypatch.setenv("UNIBENCH_INPUT_LIMITS", "max_objects=lots")
+    capsys.readouterr()
+    rc = main(["--check-data", "--data-root", str(bench["data"]), "--task", "mer2023"])
+    refused(Outcome(rc, "", capsys.readouterr().err, Path(".")), "UNIBENCH_INPUT_LIMITS")

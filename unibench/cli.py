@@ -297,10 +297,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_grouping(argv[1:])
         args = _main_parser().parse_args(argv)
-        if args.input_limits:
-            from unibench.safe_npz import set_limits
+        from unibench.safe_npz import get_limits, set_limits
 
+        if args.input_limits:
             set_limits(args.input_limits)
+        get_limits()  # a bad $UNIBENCH_INPUT_LIMITS is one line here, before any file is read
         if args.list_models:
             return cmd_list_models()
         if args.list_tasks:

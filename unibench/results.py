@@ -304,6 +304,9 @@ def read_leaderboard(path: Path) -> list[dict[str, str]]:
             for row in reader:
                 if None in row or any(v is None for v in row.values()):
                     raise LeaderboardProblem(f"line {reader.line_num} does not have {len(header)} fields")
+                problem = _row_problem(row)
+                if problem:
+                    raise LeaderboardProblem(f"line {reader.line_num}: {problem}", rows)
                 rows.append(dict(row))
             return rows
     except UnicodeDecodeError as exc:
@@ -312,6 +315,24 @@ def read_leaderboard(path: Path) -> list[dict[str, str]]:
         raise LeaderboardProblem(f"it is malformed CSV ({exc})") from None
     except OSError as exc:
         raise LeaderboardProblem(f"it cannot be read ({exc.strerror or exc})") from None
+
+
+def _row_problem(row: dict[str, str]) -> str:
+    """'' when a leaderboard row holds what we write: a model name, scores 0-100 or empty, a count."""
+    if not row.get("model"):
+        return "no model name"
+    for column in (*TASKS, "mean"):
+        value = row.get(column, "")
+        if value:
+            try:
+                number = float(value)
+            except ValueError:
+                number = float("nan")
+            if not 0.0 <= number <= 100.0:
+                return f"'{column}' is '{value[:20]}', not a score between 0 and 100"
+    if row.get("n_tasks") and not row["n_tasks"].isdigit():
+        return f"'n_tasks' is '{row.get('n_tasks', '')[:20]}', not a count"
+    return ""
 
 
 def _salvage(path: Path) -> list[dict[str, str]]:
@@ -400,15 +421,17 @@ def update_leaderboard(output: Path, model: str, mode: str,
             task_id, msg = p.split(":", 1)
             notes.append(f"{msg}; task {task_id} is left out of the row (flagged); rerun --task {task_id} "
                          "to write it again")
-        new = leaderboard_row(model, summaries, mode, [p.split(":", 1)[0] for p in problems])
         try:
             old = read_leaderboard(path)
         except LeaderboardProblem as exc:
             backup = _set_aside(path)
             notes.append(f"{path}: {exc}; kept as {backup.name}, rows rebuilt from the summaries on disk")
             old = rebuilt_rows(output, exc.rows, notes)
-        rows = [r for r in old if not (r.get("model") == model and selection_mode(r.get("selection", "")) == mode)]
-        rows.append(new)
+        # every row of this model comes from the same summaries: recompute them all, not only this selection's
+        modes = dict.fromkeys([mode, *(selection_mode(r.get("selection", "")) for r in old if r.get("model") == model)])
+        unreadable = [p.split(":", 1)[0] for p in problems]
+        rows = [r for r in old if r.get("model") != model]
+        rows.extend(leaderboard_row(model, summaries, m, unreadable) for m in modes)
         _write_leaderboard(path, rows)
     return rows
 
@@ -459,6 +482,9 @@ def read_paper_rows() -> list[dict[str, str]]:
 
 
 def format_table(rows: list[dict[str, str]], highlight: set[str] | None = None) -> str:
+    from unibench.strict import one_line
+
+    rows = [{k: one_line(str(v)) for k, v in r.items()} for r in rows]  # a name holding a line break
     cols = ["model", "selection", *TASKS.keys(), "mean", "n_tasks"]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) if c in ("model", "selection") else c.rjust(widths[c]) for c in cols)]

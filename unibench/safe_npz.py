@@ -1110,10 +1110,17 @@ def load_npz(path: str | Path, keys: list[str] | None = None, *, notes: list[str
     out: dict[str, Any] = {}
     with zf:
         infos: dict[str, list[zipfile.ZipInfo]] = {}
+        bare = set()
         for info in zf.infolist():
             if info.filename.endswith(".npy"):
                 infos.setdefault(info.filename[:-4], []).append(info)
+            else:
+                bare.add(info.filename)
         wanted = list(infos) if keys is None else keys
+        for key in wanted:  # numpy's loader would read the member without '.npy': never score another one
+            if key in bare:
+                raise UserError(f"{path}: holds both '{key}' and '{key}.npy'; numpy reads the first, so the "
+                                "file is ambiguous: remove one")
         for key in wanted:
             if key not in infos:
                 raise UserError(f"{path}: key '{key}' not found (keys: {', '.join(sorted(infos)) or 'none'})")
