@@ -28,7 +28,7 @@ import numpy as np
 from unibench.adapters import affectgpt_inputs as agi
 from unibench.adapters.base import Adapter, AnswerRun, AnswerSet, Sample, register_adapter
 from unibench.errors import UserError
-from unibench.inference import requirement_status, torch_device_dtype
+from unibench.runtime import requirement_status, torch_device_dtype
 from unibench.media import MediaError
 
 DEFAULT_LLM = "Qwen/Qwen2.5-7B-Instruct"

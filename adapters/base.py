@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from unibench.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unibench.tasks.base import TaskData
+    from unibench.taskdata import TaskData
 
 INPUT_KINDS = ("video", "face", "audio", "subtitle")
 

@@ -33,9 +33,9 @@ import numpy as np
 
 from unibench.adapters.base import Adapter, Sample, register_adapter
 from unibench.errors import MissingExtraError, UserError
-from unibench.inference import torch_device_dtype, user_text
+from unibench.runtime import torch_device_dtype, user_text
 from unibench.media import MediaError
-from unibench.results import safe_name
+from unibench.fileio import safe_name
 
 REPO_URL = "https://github.com/PKU-YuanGroup/Chat-UniVi"
 INSTALL = (f"model 'chat-univi' needs the Chat-UniVi code, which is not on PyPI: git clone {REPO_URL}; "

@@ -22,7 +22,7 @@ import numpy as np
 
 from unibench.adapters.base import Adapter, Sample
 from unibench.errors import MissingExtraError, UserError
-from unibench.inference import requirement_status, user_text
+from unibench.runtime import requirement_status, user_text
 from unibench.media import load_audio, load_frames, uniform_indices
 
 BACKENDS = ("transformers", "vllm")

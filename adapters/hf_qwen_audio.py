@@ -28,7 +28,7 @@ from typing import Any
 from unibench.adapters.base import Adapter, Sample, register_adapter
 from unibench.adapters.hf_common import HFOptions, request_text, resolve_device, resolve_dtype
 from unibench.errors import MissingExtraError, UserError
-from unibench.inference import requirement_status
+from unibench.runtime import requirement_status
 from unibench.media import load_audio
 
 EXAMPLE = "Qwen/Qwen-Audio-Chat"

@@ -14,8 +14,8 @@ from typing import Any
 
 from unibench.adapters.base import Adapter, Sample, register_adapter
 from unibench.errors import MissingExtraError, UserError
-from unibench.inference import requirement_status, torch_device_dtype, user_text
-from unibench.results import safe_name
+from unibench.runtime import requirement_status, torch_device_dtype, user_text
+from unibench.fileio import safe_name
 
 
 @dataclass

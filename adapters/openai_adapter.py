@@ -27,9 +27,9 @@ import numpy as np
 
 from unibench.adapters.base import Adapter, Sample, register_adapter
 from unibench.errors import MissingExtraError, UserError
-from unibench.inference import requirement_status, user_text
+from unibench.runtime import requirement_status, user_text
 from unibench.media import load_audio, load_faces, load_frames
-from unibench.results import safe_name
+from unibench.fileio import safe_name
 
 
 @dataclass
@@ -171,13 +171,13 @@ class OpenAIAdapter(Adapter):
         return self.options.name or safe_name(f"openai-{self.options.model}")
 
     def _base_url(self) -> str:
-        from unibench.metrics.backends.openai_backend import resolve_base_url
+        from unibench.openai_http import resolve_base_url
 
         return resolve_base_url(self.options.base_url)
 
     def _connect(self) -> Any:
         if self._client is None:
-            from unibench.metrics.backends.openai_backend import make_client
+            from unibench.openai_http import make_client
 
             self._client, self._errors = make_client(self.options, "model 'openai'")
         return self._client
@@ -186,7 +186,7 @@ class OpenAIAdapter(Adapter):
         return UserError(f"openai: {message} (server {self._base_url()}, model '{self.options.model}')")
 
     def _request(self, body: dict[str, Any]) -> str:
-        from unibench.metrics.backends.openai_backend import chat_with_retries
+        from unibench.openai_http import chat_with_retries
 
         return chat_with_retries(self._client, self._errors, body, self.options, self._fatal)
 

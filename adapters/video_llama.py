@@ -60,7 +60,7 @@ from typing import Any
 
 from unibench.adapters.base import Adapter, Sample, register_adapter
 from unibench.errors import UserError
-from unibench.inference import torch_device_dtype, user_text
+from unibench.runtime import torch_device_dtype, user_text
 from unibench.media import MediaError, existing_file
 
 REPO_URL = "https://github.com/DAMO-NLP-SG/Video-LLaMA"

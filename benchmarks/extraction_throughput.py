@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from unibench.errors import UserError  # noqa: E402
-from unibench.metrics.prompts import PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT, prompt_a  # noqa: E402
+from unibench.prompts import PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT, prompt_a  # noqa: E402
 
 SAMPLE_ANSWERS = REPO.parent / "shared" / "data" / "mer-unibench-sample" / "outputs"
 

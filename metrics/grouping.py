@@ -55,8 +55,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from unibench.errors import UserError
-from unibench.metrics.labels import normalise_labels, postprocess_llm_answer
-from unibench.metrics.prompts import PROMPT_GROUPING, prompt_grouping, prompt_hash
+from unibench.labels import normalise_labels, postprocess_llm_answer
+from unibench.prompts import PROMPT_GROUPING, prompt_grouping, prompt_hash
 from unibench.metrics.scores import TaskScore
 
 _BRACKETS = re.compile(r"[\[\]]")
@@ -383,10 +383,10 @@ def read_labels_file(path: Path, column: str = "openset") -> dict[str, str]:
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     if path.suffix == ".npz":
-        from unibench.adapters.replay import read_extraction_npz
+        from unibench.answerfiles import read_extraction_npz
 
         return read_extraction_npz(path)
-    from unibench.tasks.base import read_csv_rows
+    from unibench.strict import read_csv_rows
 
     rows = read_csv_rows(path, required=("name", column))
     out: dict[str, str] = {}
@@ -453,7 +453,7 @@ def cli_main(argv: list[str]) -> int:
     for w in score.warnings:
         print(f"warning: {w}")
     if args.output:
-        from unibench.results import write_json, write_samples_csv
+        from unibench.fileio import write_json, write_samples_csv
 
         out = Path(args.output)
         write_json(out / "grouping.json", {"gt": args.gt, "pred": args.pred, "metrics": m, "counts": c,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from unibench.errors import UserError
-from unibench.metrics.labels import string_to_list
+from unibench.fileio import atomic_open
+from unibench.labels import string_to_list
 
 WHEELS = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 LEVELS = ("level1", "level2")
@@ -326,13 +327,10 @@ def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_c
         data = build_mappings(folder)
         if use_cache:
             try:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
                 body = json.dumps(data, ensure_ascii=False).encode("utf-8")
-                with open(tmp, "wb") as fh:
+                with atomic_open(cache_path, "wb") as fh:
                     fh.write(json.dumps({"version": CACHE_VERSION,
                                          "body_sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n" + body)
-                os.replace(tmp, cache_path)
             except OSError:
                 pass  # read-only cache dir: work uncached
     return Lexicon(folder=folder, sha256=sha, format2raws=data["format2raws"], raw_mapping=data["raw_mapping"],

@@ -6,7 +6,7 @@ single user turn of the model's chat template; ``None`` = that sample
 failed), and may override ``generate_stream`` to hand back answers as they
 finish. Everything else lives here:
 
-* prompts A and B verbatim (:mod:`unibench.metrics.prompts`) and the
+* prompts A and B verbatim (:mod:`unibench.prompts`) and the
   published post-processing (:func:`postprocess_llm_answer`);
 * identical prompts within a call are sent once (AffectGPT's released
   answers: 89.6k prompts, 46.1k distinct);
@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
+from unibench.strict import first_line  # noqa: F401  (re-exported)
 from unibench.errors import UserError
 from unibench.metrics.extraction import Extractor
-from unibench.metrics.labels import postprocess_llm_answer
-from unibench.metrics.prompts import (PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT, PROMPT_GROUPING, prompt_a, prompt_b,
+from unibench.labels import postprocess_llm_answer
+from unibench.prompts import (PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT, PROMPT_GROUPING, prompt_a, prompt_b,
                                       prompt_hash)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"  # the protocol's extractor (spec §3); the user gives a path or hub id
@@ -130,12 +131,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(s in text for s in ("out of memory", "outofmemory", "no available memory for the cache blocks",
                                    "insufficient memory", "not enough memory"))
-
-
-def first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def format_stats(stats: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from unibench.metrics.labels import normalise_labels, sentiment_value
+from unibench.labels import normalise_labels, sentiment_value
 from unibench.metrics.lexicon import Lexicon
 
 WHEEL_IDS = (1, 2, 3, 4, 5)

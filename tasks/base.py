@@ -1,92 +1,19 @@
-"""Task definitions as data, and the loader for the folder layout the benchmark ships."""
+"""The task registry, and the loader for the folder layout the benchmark ships.
+
+The types (:class:`TaskSpec`, :class:`TaskData`) live in the leaf module
+``unibench.taskdata`` so adapters can use them without importing tasks.
+"""
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unibench.errors import UserError
+from unibench.labels import string_to_list
 from unibench.strict import kind as _kind
-from unibench.strict import unique_columns
-
-from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION as AFFECTGPT_QUESTION
-
-FAMILY_METRIC = {"basic": "hit_rate", "sentiment": "waf", "ov": "fscore"}
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One benchmark task (spec §1). Plain data: the loader below does the rest."""
-
-    id: str
-    folder: str
-    gt_file: str
-    gt_key: str                       # npz key, or 'name,openset' columns for csv
-    expected_count: int
-    gt_kind: str                      # emo_str | emo_index | val | openset
-    family: str                       # basic | sentiment | ov
-    subtitle_file: str
-    subtitle_column: str = "english"
-    split: str = "all"                # all | session5
-    emotions: tuple[str, ...] = ()    # for emo_index
-    media: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (kind, folder, extensions)
-    question: str = AFFECTGPT_QUESTION
-    # False for extra tasks (e.g. OV-MERD): runnable by id, never in '--task all' or the leaderboard.
-    in_benchmark: bool = True
-
-    @property
-    def primary_metric(self) -> str:
-        return FAMILY_METRIC[self.family]
-
-    @property
-    def fingerprint(self) -> str:
-        """Short hash of the definition: enters cache keys and results."""
-        data = {k: v for k, v in asdict(self).items() if k != "in_benchmark"}  # membership is not content
-        blob = json.dumps(data, sort_keys=True, default=list).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
-
-@dataclass
-class TaskData:
-    spec: TaskSpec
-    root: Path                        # <data-root>/<folder>
-    gt: dict[str, Any]                # name -> emo word | valence | list of words
-    warnings: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)  # e.g. count-mismatch, bad-gt-skipped:N (leaderboard)
-    _subtitles: dict[str, dict[str, str]] | None = None
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.gt)
-
-    def subtitles(self, column: str | None = None) -> dict[str, str]:
-        """name -> subtitle ('' when absent), from the task's column or ``column``. Read on first use:
-        scoring never needs it."""
-        column = column or self.spec.subtitle_column
-        if self._subtitles is None:
-            self._subtitles = {}
-        if column not in self._subtitles:
-            self._subtitles[column] = read_subtitles(self.root / self.spec.subtitle_file, column)
-        return self._subtitles[column]
-
-    def media_path(self, name: str, kind: str) -> Path | None:
-        """The first existing media file of this kind for a sample, else None."""
-        for k, folder, exts in self.spec.media:
-            if k != kind:
-                continue
-            for ext in exts:
-                path = self.root / folder / f"{name}{ext}"
-                if path.exists():
-                    return path
-        return None
-
-    def media_candidates(self, kind: str) -> list[str]:
-        return [f"{folder}/<name>{'|'.join(exts)}" for k, folder, exts in self.spec.media if k == kind]
-
+from unibench.strict import read_csv_rows  # noqa: F401  (re-exported)
+from unibench.taskdata import FAMILY_METRIC, TaskData, TaskSpec, read_subtitles  # noqa: F401  (re-exported)
 
 TASKS: dict[str, TaskSpec] = {}          # the nine benchmark tasks
 EXTRA_TASKS: dict[str, TaskSpec] = {}    # tasks outside the benchmark (in_benchmark=False)
@@ -130,44 +57,6 @@ def resolve_data_root(value: str | None) -> Path:
 
 
 # ---------------------------------------------------------------- loading
-
-def read_subtitles(path: Path, column: str) -> dict[str, str]:
-    if not path.is_file():
-        raise UserError(f"subtitle file not found: {path}")
-    rows = read_csv_rows(path, required=("name", column))
-    out: dict[str, str] = {}
-    for r in rows:
-        name, text = r["name"], r.get(column) or ""
-        if name in out and out[name] != text:  # the model would silently be asked with the last one
-            raise UserError(f"{path}: sample '{name}' has two different '{column}' subtitles; keep one row")
-        out[name] = text
-    return out
-
-
-def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Read a CSV strictly: UTF-8 (BOM allowed), the required columns present, every row well formed."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            # strict: an unterminated quote is an error, not one field swallowing every later row
-            reader = csv.DictReader(fh, strict=True)
-            header = reader.fieldnames or []
-            unique_columns(header, str(path))
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'})")
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise UserError(f"{path}: line {reader.line_num}: more fields than the header has")
-                if any(v and "\x00" in v for v in row.values()):  # binary data read as text would score
-                    raise UserError(f"{path}: line {reader.line_num}: holds a NUL byte (binary data?)")
-                rows.append(row)
-            return rows
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise UserError(f"{path}: malformed CSV ({exc})") from None
-
 
 def _gt_value(spec: TaskSpec, value: Any) -> tuple[Any, str]:
     """A stored ground-truth value -> (the value scoring uses, '' or why it is not valid)."""
@@ -247,8 +136,6 @@ def _load_npz_gt(spec: TaskSpec, path: Path, skip_bad: bool = False) -> tuple[di
 
 
 def _load_csv_gt(spec: TaskSpec, path: Path, skip_bad: bool = False) -> tuple[dict[str, Any], int, list[str], list[str]]:
-    from unibench.metrics.labels import string_to_list
-
     if not path.is_file():
         raise UserError(f"[{spec.id}] ground-truth file not found: {path}")
     name_col, label_col = spec.gt_key.split(",")

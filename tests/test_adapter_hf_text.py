@@ -11,7 +11,7 @@ from media_fixtures import SUBTITLES, make_task_folder
 from unibench.adapters.hf_text import HFTextAdapter, build_prompt, plain_prompt
 from unibench.cli import main
 from unibench.inference import read_answer_log
-from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION
+from unibench.prompts import AFFECTGPT_OV_QUESTION
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -20,7 +20,7 @@ from unibench.adapters.openai_adapter import OpenAIAdapter, build_messages, down
 from unibench.cli import main
 from unibench.errors import UserError
 from unibench.inference import read_answer_log
-from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION
+from unibench.prompts import AFFECTGPT_OV_QUESTION
 
 pytest.importorskip("openai")
 SECRET = "sk-test-secret-value-123"

@@ -53,7 +53,7 @@ def test_every_adapter_is_registered_with_inputs_and_status():
 
 
 def test_status_names_a_class_the_installed_transformers_lacks(monkeypatch):
-    import unibench.inference as inference
+    import unibench.runtime as inference  # the adapters' run-time helpers
 
     names = set(inference.transformers_names()) - {"VideoLlama3ForConditionalGeneration"}
     monkeypatch.setattr(inference, "_TRANSFORMERS_NAMES", names)

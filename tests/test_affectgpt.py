@@ -17,7 +17,7 @@ from unibench.cli import main
 from unibench.errors import UserError
 from unibench.inference import read_answer_log
 from unibench.media import MediaError
-from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION
+from unibench.prompts import AFFECTGPT_OV_QUESTION
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

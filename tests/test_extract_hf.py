@@ -7,8 +7,8 @@ import pytest
 
 from unibench.errors import UserError
 from unibench.metrics.extraction import make_extractor
-from unibench.metrics.labels import normalise_labels, sentiment_value
-from unibench.metrics.prompts import PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT
+from unibench.labels import normalise_labels, sentiment_value
+from unibench.prompts import PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

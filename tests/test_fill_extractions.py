@@ -13,7 +13,7 @@ from unibench.adapters.replay import attach_extractions, read_extraction_npz
 from unibench.cli import main
 from unibench.extract import fill_extractions
 from unibench.metrics.extraction import Extractor
-from unibench.metrics.prompts import prompt_hash
+from unibench.prompts import prompt_hash
 from unibench.tasks import get_task
 
 
@@ -153,7 +153,7 @@ def test_run_bench_with_hf_extractor(tmp_path, tiny_model, tiny_lexicon_dir, cap
 
     assert run["extractor"]["backend"] == "hf" and run["extractor"]["decoding"]["temperature"] == 0.0
     assert run["extractor"]["prompts"]["prompt_a"] == prompt_hash(
-        __import__("unibench.metrics.prompts", fromlist=["x"]).PROMPT_A_OV_LABELS)
+        __import__("unibench.prompts", fromlist=["x"]).PROMPT_A_OV_LABELS)
 
     detail = json.loads((out / "tinygpt" / "cmumosi" / "checkpoint_000010_loss_0.5.json").read_text())
     assert detail["extraction"]["ov"] == f"extractor:hf:{tiny_model}"

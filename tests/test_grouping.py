@@ -15,7 +15,7 @@ from unibench.cli import main
 from unibench.errors import UserError
 from unibench.metrics.grouping import (grouping_scores, load_grouping_cache, merged_labels, parse_grouping,
                                        prepare_grouping, sample_scores, synonym_map)
-from unibench.metrics.prompts import PROMPT_GROUPING, prompt_grouping
+from unibench.prompts import PROMPT_GROUPING, prompt_grouping
 
 REFERENCE = {"accuracy": 0.581777108433735, "recall": 0.4977911646586345, "average": 0.5397841365461847}
 

@@ -25,7 +25,7 @@ from unibench.errors import UserError
 from unibench.inference import (Question, apply_run_options, build_samples, read_answer_log, requirement_status,
                                 resolve_question, user_text)
 from unibench.media import load_faces, load_frames
-from unibench.metrics.prompts import (AFFECTGPT_OV_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
+from unibench.prompts import (AFFECTGPT_OV_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
                                       OVMER_BASELINE_WITHOUT_SUBTITLE)
 from unibench.tasks.base import get_task, load_task
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from unibench.metrics.labels import normalise_labels, postprocess_llm_answer, sentiment_value, string_to_list
+from unibench.labels import normalise_labels, postprocess_llm_answer, sentiment_value, string_to_list
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -103,7 +103,7 @@ def test_tokenize():
 
 def test_output_survives_the_label_parser(real_ext):
     """Every emitted label must come back unchanged through string_to_list (no ', ", ,)."""
-    from unibench.metrics.labels import normalise_labels
+    from unibench.labels import normalise_labels
 
     out = labels(real_ext, "I don't care, he said, at a loss for words and fed up, and self-deprecating")
     assert normalise_labels(out) == ["don’t care", "at a loss for words", "fed up"]

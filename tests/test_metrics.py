@@ -71,7 +71,7 @@ def _reference_map(lex, label, wheel, level="level1"):
 
 
 def _reference_hit_rate(lex, gt, pred, level):
-    from unibench.metrics.labels import string_to_list
+    from unibench.labels import string_to_list
 
     wheels = []
     for w in range(1, 6):

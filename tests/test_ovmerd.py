@@ -14,8 +14,8 @@ import pytest
 from fixtures import tiny_lexicon, tiny_lexicon_dir, write_answer_npz, write_csv  # noqa: F401  (fixtures)
 from unibench.cli import main
 from unibench.errors import UserError
-from unibench.metrics.labels import normalise_labels
-from unibench.metrics.prompts import PROMPT_GROUPING
+from unibench.labels import normalise_labels
+from unibench.prompts import PROMPT_GROUPING
 from unibench.tasks import TASKS, get_task, resolve_tasks
 from unibench.tasks.base import EXTRA_TASKS
 

@@ -25,7 +25,7 @@ from unibench.adapters.video_llama import (AUDIO_VIDEO_MESSAGE, VideoLlamaAdapte
 from unibench.cli import main
 from unibench.errors import UserError
 from unibench.inference import read_answer_log
-from unibench.metrics.prompts import AFFECTGPT_OV_QUESTION
+from unibench.prompts import AFFECTGPT_OV_QUESTION
 
 
 def write_package(root: Path, package: str, files: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from unibench.adapters.base import AnswerSet
+from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz  # noqa: F401  (re-exported)
 from unibench.tasks.base import TaskSpec
 
 SENTIMENT_FAMILY = "sentiment"
@@ -30,12 +31,6 @@ def source_label(extractor: Any) -> str:
         return str(label())
     model = getattr(getattr(extractor, "options", None), "model", None)
     return f"extractor:{extractor.name}" + (f":{model}" if model else "")
-
-
-def answer_stem(source: str) -> str:
-    """'…/checkpoint_000030_loss_0.602.npz' -> '…/checkpoint_000030_loss_0.602'."""
-    path = Path(source)
-    return str(path.with_suffix("")) if path.suffix else source
 
 
 def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, output_dir: Path,
@@ -117,11 +112,6 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
     return report
 
 
-def provenance_path(stem: str | Path) -> Path:
-    """``<answer>-extraction.json``: who made the extraction files saved beside an answer file."""
-    return Path(f"{stem}-extraction.json")
-
-
 def _write_provenance(stem: Path, extractor: Any, label: str, ov: bool, sentiment: bool) -> None:
     import json
 
@@ -163,15 +153,3 @@ def _beside_target(source: str, spec: TaskSpec, failures: list[str], extractor: 
     if not os.access(path.parent, os.W_OK):
         return None
     return Path(answer_stem(source))
-
-
-def save_extraction_npz(path: Path, mapping: dict[str, str]) -> None:
-    """The original layout: unicode arrays ``filenames`` and ``fileitems`` (no pickle)."""
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    names = list(mapping)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, filenames=np.array(names, dtype=str),
-                        fileitems=np.array([mapping[n] for n in names], dtype=str))
-    os.replace(tmp, path)

@@ -62,9 +62,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from unibench.adapters.base import Adapter, AnswerRun, AnswerSet, Sample
 from unibench.errors import UserError
-from unibench.metrics.prompts import (AFFECTGPT_DESCRIPTION_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
+from unibench.prompts import (AFFECTGPT_DESCRIPTION_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
                                       OVMER_BASELINE_WITHOUT_SUBTITLE, prompt_hash)
-from unibench.results import safe_name
+from unibench.answerfiles import write_name2reason
+from unibench.fileio import safe_name
 from unibench.tasks.base import TaskData
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -310,17 +311,6 @@ class AnswerLog:
         self._fh.close()
 
 
-def write_name2reason(path: Path, answers: dict[str, str]) -> None:
-    """The original answer-file layout: one npz, key ``name2reason`` -> dict name -> answer."""
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, name2reason=np.array(dict(answers), dtype=object))
-    os.replace(tmp, path)
-
-
 def answers_dir(config: "RunConfig", adapter: Adapter) -> Path:
     return Path(config.output) / safe_name(adapter.model_id()) / "answers"
 
@@ -476,72 +466,5 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
     return answer_set
 
 
-# ---------------------------------------------------------------- helpers for adapters
-
-SUBTITLE_LEAD = "The subtitle of this video is: "
-
-
-def user_text(sample: Sample, lead: str = SUBTITLE_LEAD) -> str:
-    """The text of one user turn: the subtitle (when the sample carries it separately), then the question."""
-    subtitle = sample.subtitle.strip()
-    return f"{lead}{subtitle}\n{sample.question}" if subtitle else sample.question
-
-
-_TRANSFORMERS_NAMES: set[str] | None = None
-
-
-def transformers_names() -> set[str]:
-    """Public names of the installed transformers (its lazy module: classes are not imported)."""
-    global _TRANSFORMERS_NAMES
-    if _TRANSFORMERS_NAMES is None:
-        import transformers
-
-        _TRANSFORMERS_NAMES = set(dir(transformers))
-    return _TRANSFORMERS_NAMES
-
-
-def requirement_status(packages: tuple[str | tuple[str, str], ...] = (),
-                       transformers_classes: tuple[str, ...] = ()) -> str:
-    """'ready', 'needs pip install X' or 'transformers V lacks class C', for ``Adapter.status()``.
-
-    ``packages`` are import names, or (import name, pip name) pairs. Only
-    ``importlib.util.find_spec`` is used for packages, so listing models never
-    imports torch; class checks read transformers' lazy name table.
-    """
-    import importlib.util
-    from importlib import metadata
-
-    for pkg in packages:
-        module, pip_name = (pkg, pkg) if isinstance(pkg, str) else pkg
-        if importlib.util.find_spec(module) is None:
-            return f"needs pip install {pip_name}"
-    if transformers_classes:
-        if importlib.util.find_spec("transformers") is None:
-            return "needs pip install transformers"
-        missing = [c for c in transformers_classes if c not in transformers_names()]
-        if missing:
-            return f"transformers {metadata.version('transformers')} lacks class {missing[0]}"
-    return "ready"
-
-
-def torch_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
-    """``device`` / ``dtype`` option values -> (device string, torch dtype).
-
-    auto device: cuda when available, else cpu. auto dtype: bfloat16 on cuda
-    (float16 where bf16 is unsupported), float32 on cpu.
-    """
-    import torch
-
-    if device in ("", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{device}': no CUDA GPU is visible to torch (use device=cpu or auto)")
-    if dtype in ("", "auto"):
-        if device.startswith("cuda"):
-            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return device, torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in names:
-        raise UserError(f"dtype '{dtype}' is not one of auto, {', '.join(names)}")
-    return device, names[dtype]
+# Helpers for adapter authors, kept importable from here (they live in unibench.runtime).
+from unibench.runtime import SUBTITLE_LEAD, requirement_status, torch_device_dtype, transformers_names, user_text  # noqa: E402,F401

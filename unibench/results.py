@@ -22,53 +22,19 @@ with a warning; an unreadable ``summary.json`` is named, left out and flagged.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from unibench.errors import UserError
+from unibench.fileio import atomic_open, printable, safe_name, write_json, write_samples_csv  # noqa: F401  (re-exported)
 
 from unibench.tasks.base import TASKS
 
 LEADERBOARD_COLUMNS = ["model", "selection", *TASKS.keys(), "mean", "n_tasks", "flags"]
-
-
-MAX_NAME = 100  # file-name part made from a model / answer name; file systems allow 255 bytes
-
-
-def safe_name(text: str) -> str:
-    """A file-name part: ASCII letters, digits and ``._+-``; long names keep a prefix and a hash of the whole."""
-    # no separators, no leading dots (no '..', no hidden folders): the name stays inside the output folder
-    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_").lstrip(".").strip("_") or "unnamed"
-    if len(name) > MAX_NAME:
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        name = f"{name[:MAX_NAME - 13]}-{digest}"
-    return name
-
-
-def printable(text: str) -> str:
-    """A name as it is written to (and read back from) UTF-8 files: lone surrogates (bytes that were not
-    UTF-8) become backslash escapes, so the same name always compares equal to its row."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    # backslashreplace: a name that is not valid UTF-8 (surrogate escapes) is written readably, not refused
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False, default=str)
-    os.replace(tmp, path)
 
 
 def check_output_folder(output: Path) -> None:
@@ -111,25 +77,6 @@ def output_lock(output: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def write_samples_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Per-sample rows; list values are joined with '|'."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    cols = tuple(columns)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")  # atomic, like every results file
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(cols)
-        for row in rows:
-            # scorers build every row the same way, so the values are usually already in column order
-            values = row.values() if tuple(row) == cols else [row.get(c, "") for c in cols]
-            writer.writerow(["|".join(v) if type(v) in _SEQUENCES else v for v in values])
-    os.replace(tmp, path)
-
-
-_SEQUENCES = (list, tuple, set)
 
 
 # ---------------------------------------------------------------- selection
@@ -350,13 +297,10 @@ def _salvage(path: Path) -> list[dict[str, str]]:
 
 def _write_leaderboard(path: Path, rows: list[dict[str, str]]) -> None:
     rows.sort(key=lambda r: (r["model"], r["selection"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"leaderboard.csv.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LEADERBOARD_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def summary_models(output: Path) -> dict[str, str]:

@@ -7,7 +7,9 @@ traceback or a silently chosen "last copy".
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+from pathlib import Path
 from typing import Any, Iterable
 
 from unibench.errors import UserError
@@ -79,3 +81,34 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Read a CSV strictly: UTF-8 (BOM allowed), the required columns present, every row well formed."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            # strict: an unterminated quote is an error, not one field swallowing every later row
+            reader = csv.DictReader(fh, strict=True)
+            header = reader.fieldnames or []
+            unique_columns(header, str(path))
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'})")
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise UserError(f"{path}: line {reader.line_num}: more fields than the header has")
+                if any(v and "\x00" in v for v in row.values()):  # binary data read as text would score
+                    raise UserError(f"{path}: line {reader.line_num}: holds a NUL byte (binary data?)")
+                rows.append(row)
+            return rows
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: malformed CSV ({exc})") from None
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + "..."

@@ -53,7 +53,7 @@ from typing import Any, Sequence
 
 from unibench.errors import MissingExtraError, UserError
 from unibench.metrics.extraction import Extractor, register_extractor
-from unibench.metrics.labels import normalise_labels
+from unibench.labels import normalise_labels
 
 VERSION = "1"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
