@@ -23,10 +23,11 @@ import numpy as np
 from unibench.adapters.base import Adapter, Sample
 from unibench.errors import MissingExtraError, UserError
 from unibench.runtime import requirement_status, user_text
+from unibench.runtime import resolve_device as _resolve_device
+from unibench.runtime import resolve_dtype as _resolve_dtype
 from unibench.media import load_audio, load_frames, uniform_indices
 
 BACKENDS = ("transformers", "vllm")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -68,31 +69,11 @@ def hf_status(cls: type["HFAdapter"]) -> str:
 
 def resolve_device(value: str) -> str:
     """'auto' -> 'auto' when a GPU is present (spread with device_map), else 'cpu'; others as given."""
-    import torch
-
-    value = (value or "auto").strip().lower()
-    if value == "auto":
-        return "auto" if torch.cuda.is_available() else "cpu"
-    if value.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--model-args device={value}: no CUDA GPU is visible to torch")
-    if value not in ("cpu", "mps") and not value.startswith("cuda"):
-        raise UserError(f"--model-args device={value}: expected auto, cpu, cuda, cuda:N or mps")
-    return value
+    return _resolve_device(value, spread=True, what="--model-args device")
 
 
 def resolve_dtype(value: str, device: str) -> Any:
-    import torch
-
-    value = (value or "auto").strip().lower()
-    if value not in DTYPES:
-        raise UserError(f"--model-args dtype={value}: expected one of {', '.join(DTYPES)}")
-    if value == "auto":
-        if device == "cpu":
-            return torch.float32
-        if device == "mps":
-            return torch.float16
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return getattr(torch, value)
+    return _resolve_dtype(value, device, what="--model-args dtype")
 
 
 def check_path(path: str, adapter: str, model_types: tuple[str, ...], example: str) -> None:

@@ -154,7 +154,7 @@ def test_model_without_chat_template_answers(tmp_path):
     ("path=x,do_sample=perhaps", "--model-args: 'do_sample' must be true or false, got 'perhaps'"),
     ("max_new_tokens=4", "--model-args: 'path' is required for model 'hf-text'"),
     ("path=./no/such/model", "hf-text: model folder not found: ./no/such/model"),
-    pytest.param("path=Qwen/Qwen2.5-0.5B-Instruct,device=cuda:3", "device 'cuda:3': no CUDA GPU is visible to torch",
+    pytest.param("path=Qwen/Qwen2.5-0.5B-Instruct,device=cuda:3", "device=cuda:3: no CUDA GPU is visible to torch",
                  marks=pytest.mark.skipif(_has_cuda(), reason="a GPU is visible here")),
 ])
 def test_model_args_errors_are_one_line(capsys, tmp_path, tiny_lexicon_dir, args, message):

@@ -55,24 +55,46 @@ def requirement_status(packages: tuple[str | tuple[str, str], ...] = (),
     return "ready"
 
 
-def torch_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
-    """``device`` / ``dtype`` option values -> (device string, torch dtype).
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+               "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
-    auto device: cuda when available, else cpu. auto dtype: bfloat16 on cuda
-    (float16 where bf16 is unsupported), float32 on cpu.
-    """
+
+def resolve_device(value: str = "auto", spread: bool = False, what: str = "device") -> str:
+    """A ``device`` option -> 'cpu', 'mps', 'cuda', 'cuda:N' (or 'auto' with ``spread``: let transformers'
+    ``device_map='auto'`` spread a model over the GPUs). The one resolver every adapter and extractor uses."""
     import torch
 
-    if device in ("", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{device}': no CUDA GPU is visible to torch (use device=cpu or auto)")
-    if dtype in ("", "auto"):
-        if device.startswith("cuda"):
-            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return device, torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in names:
-        raise UserError(f"dtype '{dtype}' is not one of auto, {', '.join(names)}")
-    return device, names[dtype]
+    value = (value or "auto").strip().lower()
+    if value == "auto":
+        if torch.cuda.is_available():
+            return "auto" if spread else "cuda"
+        return "cpu"
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{what}={value}: no CUDA GPU is visible to torch (use {what}=cpu or auto)")
+    if value not in ("cpu", "mps") and not (value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit())):
+        raise UserError(f"{what}={value}: expected auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+def resolve_dtype(value: str = "auto", device: str = "cpu", what: str = "dtype") -> Any:
+    """A ``dtype`` option -> a torch dtype. auto: float32 on cpu, float16 on mps, bfloat16 on a GPU that has
+    it (else float16). Names: float32/fp32, float16/fp16/half, bfloat16/bf16."""
+    import torch
+
+    value = (value or "auto").strip().lower()
+    if value == "auto":
+        if device == "cpu":
+            return torch.float32
+        if device == "mps":
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if value not in DTYPE_NAMES:
+        raise UserError(f"{what}={value}: expected auto or one of {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, DTYPE_NAMES[value])
+
+
+def torch_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
+    """``device`` / ``dtype`` option values -> (device string, torch dtype); see :func:`resolve_device` and
+    :func:`resolve_dtype`."""
+    device = resolve_device(device)
+    return device, resolve_dtype(dtype, device)

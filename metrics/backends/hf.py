@@ -15,8 +15,8 @@ from typing import Any, Iterator
 from unibench.errors import MissingExtraError, UserError
 from unibench.metrics.extraction import register_extractor
 from unibench.metrics.llm import LLMExtractor, LLMOptions, ResultGroup, first_line, is_out_of_memory
+from unibench.runtime import resolve_device, resolve_dtype
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -34,24 +34,6 @@ def chat_text(tokenizer: Any, prompt: str) -> str:
     """One user turn through the model's own chat template, ready for the assistant's answer."""
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
-
-
-def resolve_device(value: str, torch: Any) -> str:
-    if not value or value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if value.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--extractor-args: device={value} but torch sees no CUDA GPU (use device=cpu)")
-    return value
-
-
-def resolve_dtype(value: str, device: str, torch: Any) -> Any:
-    if value not in DTYPES:
-        raise UserError(f"--extractor-args: dtype must be one of {', '.join(DTYPES)}, got '{value}'")
-    if value == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, value)
 
 
 def _dtype_kwarg(transformers: Any) -> str:
@@ -91,8 +73,8 @@ class HFExtractor(LLMExtractor):
         except ImportError as exc:
             raise MissingExtraError(exc.name or "transformers", "hf", what="the 'hf' extractor") from None
         o = self.options
-        device = resolve_device(o.device, torch)
-        dtype = resolve_dtype(o.dtype, device, torch)
+        device = resolve_device(o.device, what="--extractor-args device")
+        dtype = resolve_dtype(o.dtype, device, what="--extractor-args dtype")
         model_id = str(o.model)
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(model_id, trust_remote_code=o.trust_remote_code)
