@@ -69,10 +69,10 @@ def resolve_device(value: str = "auto", spread: bool = False, what: str = "devic
         if torch.cuda.is_available():
             return "auto" if spread else "cuda"
         return "cpu"
-    if value.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"{what}={value}: no CUDA GPU is visible to torch (use {what}=cpu or auto)")
     if value not in ("cpu", "mps") and not (value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit())):
         raise UserError(f"{what}={value}: expected auto, cpu, cuda, cuda:N or mps")
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{what}={value}: no CUDA GPU is visible to torch (use {what}=cpu or auto)")
     return value
 
 
