@@ -343,10 +343,13 @@ class GroupingRun:
     cache: Mapping[str, str] | None = None
     cache_dir: str | None = None
 
-    def add_to(self, gt: Mapping[str, Any], ov_labels: Mapping[str, Any], score: TaskScore) -> None:
-        """Score one answer file and add ``grouping_*`` metrics and columns to its EW score."""
-        merge_into(score, grouping_scores(gt, ov_labels, cache=self.cache, extractor=self.extractor,
-                                          cache_label=self.cache_dir or "grouping cache"))
+    def add_to(self, gt: Mapping[str, Any], ov_labels: Mapping[str, Any], score: TaskScore) -> TaskScore:
+        """Score one answer file and add ``grouping_*`` metrics and columns to its EW score; returns the
+        grouping score (its rows can be merged into a later EW score with :func:`merge_into`)."""
+        grouping = grouping_scores(gt, ov_labels, cache=self.cache, extractor=self.extractor,
+                                   cache_label=self.cache_dir or "grouping cache")
+        merge_into(score, grouping)
+        return grouping
 
     def identity(self) -> dict[str, Any]:
         return grouping_identity(self.extractor, self.cache_dir)

@@ -54,29 +54,29 @@ class _Mapper:
 
 
 def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
-             level: str = "level1") -> TaskScore:
-    """Basic tasks: per wheel, mean |mapped gt ∩ mapped prediction| over samples whose gt maps."""
+             level: str = "level1", rows: bool = True) -> TaskScore:
+    """Basic tasks: per wheel, mean |mapped gt ∩ mapped prediction| over samples whose gt maps.
+
+    ``rows=False`` skips the per-sample rows (the numbers are the same): for answer files nobody logs."""
     hits: list[list[int]] = [[] for _ in WHEEL_IDS]
-    rows = []
+    out = []
     mapper = _Mapper(lexicon, level)
     for name, label in gt.items():
         labels, p_sets, p_text = mapper(pred.get(name))
         _, g_sets, g_text = mapper(label)
-        row: dict[str, Any] = {"name": name, "gt": label, "pred": "|".join(labels)}
-        for i, w in enumerate(WHEEL_IDS):
-            g, p = g_sets[i], p_sets[i]
-            row[f"gt_w{w}"] = g_text[i]
-            row[f"pred_w{w}"] = p_text[i]
-            if g:
-                h = len(g & p)
-                hits[i].append(h)
-                row[f"hit_w{w}"] = h
-            else:
-                row[f"hit_w{w}"] = ""  # gt maps to nothing on this wheel: skipped, as published
-        rows.append(row)
+        for i in range(len(WHEEL_IDS)):
+            if g_sets[i]:  # gt maps to nothing on this wheel: skipped, as published
+                hits[i].append(len(g_sets[i] & p_sets[i]))
+        if rows:
+            row: dict[str, Any] = {"name": name, "gt": label, "pred": "|".join(labels)}
+            for i, w in enumerate(WHEEL_IDS):
+                row[f"gt_w{w}"] = g_text[i]
+                row[f"pred_w{w}"] = p_text[i]
+                row[f"hit_w{w}"] = len(g_sets[i] & p_sets[i]) if g_sets[i] else ""
+            out.append(row)
     per_wheel = {f"wheel{w}": {"hit_rate": _mean(hits[i]), "n_scored": len(hits[i])} for i, w in enumerate(WHEEL_IDS)}
     score = _mean([v["hit_rate"] for v in per_wheel.values()])
-    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=rows, counts={"n_samples": len(rows)})
+    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)})
 
 
 def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
@@ -96,15 +96,15 @@ def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
     return out / total
 
 
-def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels: Mapping[str, Any] | None = None
-                     ) -> TaskScore:
+def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels: Mapping[str, Any] | None = None,
+                     rows: bool = True) -> TaskScore:
     """Sentiment tasks: WAF and accuracy on samples whose gt valence is not 0.
 
     Prompt B's answer is positive=1, negative=-1, neutral=0; anything else is
     0 (counted as a warning). Then y = gt > 0 and ŷ = pred > 0, so a
     'neutral' prediction counts as negative, as published.
     """
-    y_true, y_pred, rows = [], [], []
+    y_true, y_pred, out = [], [], []
     unparsed = []
     for name, val in gt.items():
         answer = pred.get(name)
@@ -113,53 +113,57 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
             unparsed.append(name)
             value = 0
         kept = float(val) != 0
-        row = {"name": name, "gt": float(val), "ov_labels": "" if ov_labels is None else ov_labels.get(name, ""),
-               "sentiment": answer if answer is not None else "", "pred": value, "kept": int(kept)}
         if kept:
             y_true.append(float(val) > 0)
             y_pred.append(value > 0)
-            row["correct"] = int(y_true[-1] == y_pred[-1])
-        else:
-            row["correct"] = ""
-        rows.append(row)
+        if rows:
+            out.append({"name": name, "gt": float(val),
+                        "ov_labels": "" if ov_labels is None else ov_labels.get(name, ""),
+                        "sentiment": answer if answer is not None else "", "pred": value, "kept": int(kept),
+                        "correct": int(y_true[-1] == y_pred[-1]) if kept else ""})
     acc = _mean([1.0 if t == p else 0.0 for t, p in zip(y_true, y_pred)])
     warnings = []
     if unparsed:
         warnings.append(f"{len(unparsed)} sentiment answer(s) are not positive/negative/neutral and count as 0 "
                         f"(e.g. {unparsed[0]}: {pred.get(unparsed[0])!r})")
-    return TaskScore(metrics={"waf": weighted_f1(y_true, y_pred), "accuracy": acc}, samples=rows,
-                     counts={"n_samples": len(rows), "n_scored": len(y_true), "n_unparsed_sentiment": len(unparsed)},
+    return TaskScore(metrics={"waf": weighted_f1(y_true, y_pred), "accuracy": acc}, samples=out,
+                     counts={"n_samples": len(gt), "n_scored": len(y_true), "n_unparsed_sentiment": len(unparsed)},
                      warnings=warnings)
 
 
-def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, level: str = "level1") -> TaskScore:
+def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, level: str = "level1",
+              rows: bool = True) -> TaskScore:
     """Open vocabulary: per wheel mean precision and recall, F from the means; then mean over wheels."""
     precisions: list[list[float]] = [[] for _ in WHEEL_IDS]
     recalls: list[list[float]] = [[] for _ in WHEEL_IDS]
-    rows = []
+    out = []
     mapper = _Mapper(lexicon, level)
     for name, labels_gt in gt.items():
         g_labels, g_sets, g_text = mapper(labels_gt)
         p_labels, p_sets, p_text = mapper(pred.get(name))
-        row: dict[str, Any] = {"name": name, "gt": "|".join(g_labels), "pred": "|".join(p_labels)}
+        row: dict[str, Any] = {"name": name, "gt": "|".join(g_labels), "pred": "|".join(p_labels)} if rows else {}
         for i, w in enumerate(WHEEL_IDS):
             g, p = g_sets[i], p_sets[i]
-            row[f"gt_w{w}"] = g_text[i]
-            row[f"pred_w{w}"] = p_text[i]
+            if rows:
+                row[f"gt_w{w}"] = g_text[i]
+                row[f"pred_w{w}"] = p_text[i]
             if not g:
-                row[f"precision_w{w}"] = row[f"recall_w{w}"] = ""
+                if rows:
+                    row[f"precision_w{w}"] = row[f"recall_w{w}"] = ""
                 continue
             inter = len(g & p)
             prec = inter / len(p) if p else 0.0
             rec = inter / len(g) if p else 0.0
-            row[f"precision_w{w}"], row[f"recall_w{w}"] = prec, rec
+            if rows:
+                row[f"precision_w{w}"], row[f"recall_w{w}"] = prec, rec
             precisions[i].append(prec)
             recalls[i].append(rec)
-        rows.append(row)
+        if rows:
+            out.append(row)
     per_wheel = {}
     for i, w in enumerate(WHEEL_IDS):
         P, R = _mean(precisions[i]), _mean(recalls[i])
         F = 2 * P * R / (P + R) if P + R else 0.0
         per_wheel[f"wheel{w}"] = {"fscore": F, "precision": P, "recall": R, "n_scored": len(precisions[i])}
     metrics = {k: _mean([v[k] for v in per_wheel.values()]) for k in ("fscore", "precision", "recall")}
-    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=rows, counts={"n_samples": len(rows)})
+    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)})

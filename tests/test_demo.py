@@ -76,7 +76,9 @@ def test_demo_writes_the_normal_results(demo_run):
     assert detail["extraction"]["sentiment"].endswith("checkpoint_000030_loss_0.655-openset-sentiment.npz")
     ov = json.loads((out / "demo-modelB" / "ovmerdplus" / "ovmerdplus.json").read_text(encoding="utf-8"))
     assert set(ov["per_wheel"]) == {f"wheel{w}" for w in range(1, 6)}
-    assert (out / "demo-modelA" / "mer2023" / "checkpoint_000010_loss_0.912.samples.csv").is_file()
+    # --log-samples best (default): the per-sample CSV of the answer file the leaderboard row uses, only
+    mer = json.loads((out / "demo-modelA" / "mer2023" / "summary.json").read_text(encoding="utf-8"))
+    assert [p.name for p in (out / "demo-modelA" / "mer2023").glob("*.samples.csv")] == [f"{mer['best']}.samples.csv"]
 
 
 def test_materialised_layout_is_the_real_one(demo_run):

@@ -48,6 +48,9 @@ def _main_parser() -> argparse.ArgumentParser:
                         "(also the LLM synonym-grouping accuracy/recall of OV-MER; needs an LLM --extractor or "
                         "--grouping-cache)")
     p.add_argument("--grouping-cache", help="cached synonym groupings, MER2024 layout DIR/<name>.npy")
+    p.add_argument("--log-samples", choices=("best", "all", "none"), default="best",
+                   help="per-sample CSVs (<answer>.samples.csv): best (default: the answer file each task's "
+                        "leaderboard row uses), all (every answer file), none")
     g = p.add_argument_group("inference (models that generate answers)")
     g.add_argument("--question", default="affectgpt",
                    help="what each sample is asked: affectgpt (default, spec section 2), ovmer (OV-MER baseline "
@@ -122,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
                        progress=not args.no_progress, ov_metric=args.ov_metric,
                        grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
+                       log_samples=args.log_samples,
                        extra_metadata={"extraction_stats": getattr(extractor, "stats", None)} if extractor else {})
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)

@@ -18,8 +18,8 @@ from unibench.adapters.base import Adapter, AnswerSet
 from unibench.errors import UserError
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
-from unibench.results import (check_output_folder, printable, read_summary, safe_name, update_leaderboard,
-                              update_run_metadata, write_json, write_samples_csv)
+from unibench.results import (check_output_folder, printable, read_summary, safe_name, select_file,
+                              update_leaderboard, update_run_metadata, write_json, write_samples_csv)
 from unibench.tasks.base import EXTRA_TASKS, TASKS, TaskData, TaskSpec, load_task
 
 SENTIMENT_FAMILIES = ("sentiment",)
@@ -44,6 +44,8 @@ class RunConfig:
     # open-vocabulary tasks: ew (the primary metric) | grouping | both (adds spec §6's LLM grouping metric)
     ov_metric: str = "ew"
     grouping_cache: Path | None = None    # cached groupings, MER2024 layout <dir>/<name>.npy
+    # per-sample CSVs: best (the answer file the leaderboard row uses, per task), all, none
+    log_samples: str = "best"
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -126,7 +128,8 @@ def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str
     return warnings, flags
 
 
-def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str = "level1") -> TaskScore:
+def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str = "level1",
+                     rows: bool = True) -> TaskScore:
     ov = s.ov_labels or {}
     sentiments = s.sentiments or {}
     if s.rejected:  # a non-text answer is a failed sample: empty prediction, whatever a side file says
@@ -134,11 +137,11 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
         sentiments = {n: v for n, v in sentiments.items() if n not in s.rejected}
     family = task.spec.family
     if family == "basic":
-        score = hit_rate(task.gt, ov, lexicon, level)
+        score = hit_rate(task.gt, ov, lexicon, level, rows=rows)
     elif family == "sentiment":
-        score = sentiment_scores(task.gt, sentiments, ov)
+        score = sentiment_scores(task.gt, sentiments, ov, rows=rows)
     elif family == "ov":
-        score = ov_scores(task.gt, ov, lexicon, level)
+        score = ov_scores(task.gt, ov, lexicon, level, rows=rows)
     else:  # pragma: no cover - TaskSpec families are fixed
         raise UserError(f"[{task.spec.id}] unknown task family '{family}'")
     for row in score.samples:
@@ -146,6 +149,27 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
         if family != "sentiment":
             row["ov_raw"] = ov.get(row["name"], "")
     return score
+
+
+def log_selected_samples(task: TaskData, sets: list[AnswerSet], summary: dict[str, Any], config: RunConfig,
+                         lexicon: Lexicon, grouped: dict[str, Any], task_dir: Path) -> None:
+    """``--log-samples best``: the per-sample CSV of the answer file the leaderboard row uses (scored again
+    with rows: the other files were scored without building them); per-sample CSVs of the task's other answer
+    files, left by an earlier ``--log-samples all``, are removed so none is stale."""
+    chosen = select_file(summary, config.select)
+    keep = None
+    if chosen is not None:
+        s = next(x for x in sets if x.label == chosen["label"])
+        score = score_answer_set(task, s, lexicon, config.level, rows=True)
+        if s.label in grouped:  # the grouping columns, without asking the LLM again
+            from unibench.metrics.grouping import merge_into
+
+            merge_into(score, grouped[s.label])
+        keep = task_dir / f"{safe_name(s.label)}.samples.csv"
+        write_samples_csv(keep, score.samples)
+    for old in task_dir.glob("*.samples.csv"):
+        if old != keep:
+            old.unlink(missing_ok=True)
 
 
 def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, TaskScore, list[str]]],
@@ -308,6 +332,7 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         results = []
         task_warnings = list(task.warnings)
         task_flags = list(task.flags)
+        grouped: dict[str, Any] = {}  # answer label -> its grouping score (OV tasks with --ov-metric grouping)
         for s in sets:
             if extractor is not None:
                 from unibench.extract import fill_extractions  # lazy: only runs that extract need it
@@ -323,9 +348,9 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
                 warnings.append(f"{len(s.extraction_failures)} extraction(s) failed for {s.source} "
                                 f"(e.g. {s.extraction_failures[0]}); scored as empty / unparsed")
                 flags.append(f"extraction-failures:{len(s.extraction_failures)}")
-            score = score_answer_set(task, s, lexicon, config.level)
+            score = score_answer_set(task, s, lexicon, config.level, rows=config.log_samples == "all")
             if grouping is not None and spec.family == "ov":
-                grouping.add_to(task.gt, s.ov_labels or {}, score)
+                grouped[s.label] = grouping.add_to(task.gt, s.ov_labels or {}, score)
             warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
             if extractor_made(s, extractor) and not getattr(extractor, "paper_protocol", True):
                 flags.append(f"extractor:{extractor.name}")
@@ -342,11 +367,14 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
                 "task_fingerprint": spec.fingerprint,
                 "grouping": grouping.identity() if grouping is not None and spec.family == "ov" else None,
             })
-            write_samples_csv(base.with_name(base.name + ".samples.csv"), score.samples)
+            if config.log_samples == "all":
+                write_samples_csv(base.with_name(base.name + ".samples.csv"), score.samples)
             results.append((s, score, flags))
             task_warnings.extend(warnings)
         summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
         write_json(task_dir / "summary.json", summary)
+        if config.log_samples == "best":
+            log_selected_samples(task, sets, summary, config, lexicon, grouped, task_dir)
         outcomes.append(TaskOutcome(spec.id, summary, task_warnings))
         best = next(f for f in summary["files"] if f["label"] == summary["best"])
         log(f"[{spec.id}] {len(sets)} answer file(s); best {spec.primary_metric} "
