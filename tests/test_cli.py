@@ -274,3 +274,25 @@ def test_errors_as_a_process(bench, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert f"task folder not found: {bench['data'] / 'mer2023-dataset-process'}" in proc.stderr
+
+
+def test_check_data_counts_media_and_subtitles(tmp_path, capsys):
+    bench = build_toy_bench(tmp_path, tasks=("mer2023",))
+    folder = bench["data"] / "mer2023-dataset-process"
+    (folder / "video").mkdir()
+    for name in ("m1", "m2"):
+        (folder / "video" / f"{name}.mp4").write_bytes(b"x")
+    capsys.readouterr()
+    assert main(["--check-data", "--data-root", str(bench["data"]), "--task", "mer2023"]) == 1  # 4 of 411
+    line = capsys.readouterr().out.strip()
+    assert "subtitles: 4 of 4 present" in line and "video: 2 of 4 present" in line
+    assert "audio: no audio/ folder" in line
+
+
+def test_list_samples_prints_the_test_split(tmp_path, capsys):
+    bench = build_toy_bench(tmp_path, tasks=("mer2023", "cmumosi"))
+    capsys.readouterr()
+    assert main(["--list-samples", "--task", "mer2023", "--data-root", str(bench["data"])]) == 0
+    assert capsys.readouterr().out.split() == ["m1", "m2", "m3", "m4"]
+    assert main(["--list-samples", "--task", "mer2023,cmumosi", "--data-root", str(bench["data"])]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["mer2023\tm1", "mer2023\tm2"]

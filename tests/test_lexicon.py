@@ -278,11 +278,14 @@ def test_audit_on_the_2026_lexicon(shared_data, capsys):
 def test_explain_cli(tiny_lexicon_dir, capsys):
     assert main(["lexicon", "explain", "fear", "--lexicon", str(tiny_lexicon_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5
-    assert lines[0].split()[:4] == ["wheel1:", "scared", "via", "scared"]
-    assert lines[1].split()[:4] == ["wheel2:", "happy", "via", "brave"]
+    assert len(lines) == 6  # the forms and candidates once, then one line per wheel
+    assert lines[0] == "'fear': lexicon forms fear, fearful, fearless; synonym candidates brave, scared"
+    assert lines[1].split() == ["wheel1", "level1:", "scared", "(via", "scared)"]
+    assert lines[2].split() == ["wheel2", "level1:", "happy", "(via", "brave)"]
     assert main(["lexicon", "explain", "neutral", "--lexicon", str(tiny_lexicon_dir)]) == 0
-    assert all("(nothing)" in l for l in capsys.readouterr().out.splitlines())
+    assert all("nothing: no candidate is on this wheel" in line for line in capsys.readouterr().out.splitlines()[1:])
+    assert main(["lexicon", "explain", "xyzzy", "--lexicon", str(tiny_lexicon_dir)]) == 1
+    assert "'xyzzy' is not in this lexicon" in capsys.readouterr().out
 
 
 def _file_url(folder: Path) -> str:

@@ -76,6 +76,8 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true", help="print the published MER-UniBench rows beside yours")
     p.add_argument("--demo", action="store_true", help="run the bundled offline demo suite (invented data)")
     p.add_argument("--check-data", action="store_true", help="report which tasks' data are present and valid")
+    p.add_argument("--list-samples", action="store_true",
+                   help="print the test-split sample names of --task (task<TAB>name with several tasks)")
     p.add_argument("--list-models", action="store_true", help="list adapters and what each needs")
     p.add_argument("--list-tasks", action="store_true", help="list the nine tasks")
     return p
@@ -171,13 +173,34 @@ def cmd_check_data(args: argparse.Namespace) -> int:
             status = "found"
             notes.append(f"{len(task.gt)} samples")
         try:
-            read_subtitles(folder / spec.subtitle_file, spec.subtitle_column)
+            subtitles = read_subtitles(folder / spec.subtitle_file, spec.subtitle_column)
+            have = sum(1 for n in task.gt if subtitles.get(n, "").strip())
+            notes.append(f"subtitles: {have} of {len(task.gt)} present")
         except UserError as exc:
             notes.append(f"subtitles: {exc}")
-        media = [f"{kind}: {'ok' if (folder / sub).is_dir() else 'no ' + sub + '/'}" for kind, sub, _ in spec.media]
-        notes.append("; ".join(media))
+        for kind in dict.fromkeys(k for k, _, _ in spec.media):
+            folders = [sub for k, sub, _ in spec.media if k == kind]
+            if not any((folder / sub).is_dir() for sub in folders):
+                notes.append(f"{kind}: no {' or '.join(f + '/' for f in folders)} folder")
+                continue
+            have = sum(1 for n in task.gt if task.media_path(n, kind) is not None)
+            notes.append(f"{kind}: {have} of {len(task.gt)} present")
         print(f"{spec.id:12s} {status:15s} " + "; ".join(notes))
     return 1 if bad else 0
+
+
+def cmd_list_samples(args: argparse.Namespace) -> int:
+    """The test split's sample names, one per line (what an answer file of your own must cover)."""
+    from unibench.tasks import resolve_tasks
+    from unibench.tasks.base import load_task, resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    specs = resolve_tasks(args.task)
+    for spec in specs:
+        task = load_task(spec, root, check_count=False, skip_bad_gt=args.skip_bad_gt)
+        for name in task.gt:
+            print(f"{spec.id}\t{name}" if len(specs) > 1 else name)
+    return 0
 
 
 def cmd_list_models() -> int:
@@ -266,10 +289,17 @@ def cmd_lexicon(argv: list[str]) -> int:
         return 0
     lex = load_lexicon(args.lexicon)
     if args.cmd == "explain":
+        first = lex.explain(args.label, 1, args.level)
+        if not first["forms"]:
+            print(f"'{first['label']}' is not in this lexicon (no row of format.csv), so it maps to nothing on "
+                  f"every wheel and is dropped when scoring")
+            return 1
+        print(f"'{first['label']}': lexicon forms {', '.join(sorted(set(first['forms'])))}; synonym candidates "
+              f"{', '.join(dict.fromkeys(first['candidates'])) or '(none)'}")
         for w in range(1, 6):
             info = lex.explain(args.label, w, args.level)
-            print(f"wheel{w}: {info['result'] or '(nothing)':12s} via {info['via'] or '-':14s} "
-                  f"lexicon words={sorted(set(info['forms']))} synonym candidates={info['candidates'][:8]}")
+            result = f"{info['result']} (via {info['via']})" if info["result"] else "nothing: no candidate is on this wheel"
+            print(f"  wheel{w} {args.level}: {result}")
         return 0
     findings = lexicon_tools.audit(lex, level=args.level)
     print(f"lexicon {lex.folder} (sha256 {lex.short_hash}), {args.level}")
@@ -312,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list_tasks()
         if args.check_data:
             return cmd_check_data(args)
+        if args.list_samples:
+            return cmd_list_samples(args)
         if args.demo:
             from unibench.demo import run_demo
 
