@@ -241,7 +241,8 @@ class LLMExtractor(Extractor):
             "chat": "single user turn, the model's chat template",
             "prompts": {"prompt_a": prompt_hash(PROMPT_A_OV_LABELS), "prompt_b": prompt_hash(PROMPT_B_SENTIMENT),
                         "grouping": prompt_hash(PROMPT_GROUPING)},
-            "postprocess": "strip; drop leading Input/Output word and colon; remove newlines",
+            "postprocess": ("strip; drop a leading 输入, 输出, 翻译, then output, Output, input, Input (each at most "
+                            "once, in that order); strip; drop one leading ':' or '：'; remove newlines; strip"),
             "cache": str(cache.path) if cache is not None else "disabled",
             **self.backend_identity(),
         }

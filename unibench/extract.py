@@ -20,9 +20,8 @@ from typing import Any, Sequence
 
 from unibench.adapters.base import AnswerSet
 from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz  # noqa: F401  (re-exported)
-from unibench.tasks.base import TaskSpec
+from unibench.taskdata import SENTIMENT, TaskSpec
 
-SENTIMENT_FAMILY = "sentiment"
 
 
 def source_label(extractor: Any) -> str:
@@ -61,7 +60,7 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
         report["ov"] = len(order)
         new_ov = True
 
-    if spec.family == SENTIMENT_FAMILY and answer_set.sentiments is None:
+    if spec.family == SENTIMENT and answer_set.sentiments is None:
         ov_labels = answer_set.ov_labels or {}
         failed_a = {f[3:] for f in failures}
         todo = [n for n in order if n in ov_labels and n not in failed_a]

@@ -6,9 +6,6 @@ import re
 from typing import Any
 
 _SPLIT = re.compile(r"[',\"]")
-_LEADING_WORDS = ("Input", "Output", "input", "output")
-
-
 def string_to_list(value: Any) -> list[str]:
     """Parse a label list the way the published scoring does (paper mode).
 
@@ -44,8 +41,11 @@ def normalise_labels(value: Any) -> list[str]:
 def postprocess_llm_answer(text: str) -> str:
     """Clean an extractor LLM's answer as the published pipeline does.
 
-    Strip; drop one leading Input/Output word, then one leading colon
-    (ASCII or full-width); remove newlines; strip.
+    Strip; then, in this order and each at most once, drop a leading 输入,
+    输出 and 翻译 ("input", "output", "translation"), then a leading
+    ``output``, ``Output``, ``input`` and ``Input`` (so "Output Input: x"
+    loses both words); strip; drop one leading colon (ASCII or full-width);
+    remove newlines; strip.
     """
     text = text.strip()
     for word in ("输入", "输出", "翻译"):

@@ -20,9 +20,9 @@ from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
 from unibench.results import (check_output_folder, printable, read_summary, safe_name, select_file,
                               update_leaderboard, update_run_metadata, write_json, write_samples_csv)
+from unibench.taskdata import SENTIMENT
 from unibench.tasks.base import EXTRA_TASKS, TASKS, TaskData, TaskSpec, load_task
 
-SENTIMENT_FAMILIES = ("sentiment",)
 
 
 @dataclass
@@ -65,7 +65,7 @@ def log(msg: str) -> None:
 
 def needs(spec: TaskSpec) -> tuple[bool, bool]:
     """(needs prompt-A labels, needs prompt-B sentiments)."""
-    return True, spec.family in SENTIMENT_FAMILIES
+    return True, spec.family == SENTIMENT
 
 
 def check_selection(spec: TaskSpec, sets: list[AnswerSet], name: str) -> None:
@@ -120,7 +120,7 @@ def coverage_warnings(task: TaskData, s: AnswerSet) -> tuple[list[str], list[str
         if gap and len(gap) != len(missing):
             warnings.append(f"{len(gap)} test sample(s) lack extracted labels ({s.ov_source}; e.g. {gap[0]})")
             flags.append(f"missing-extraction:{len(gap)}")
-    if s.sentiments is not None and task.spec.family in SENTIMENT_FAMILIES:
+    if s.sentiments is not None and task.spec.family == SENTIMENT:
         gap = [n for n in gt_names if n not in s.sentiments and n not in s.rejected]
         if gap and len(gap) != len(missing):
             warnings.append(f"{len(gap)} test sample(s) lack a sentiment ({s.sentiment_source}; e.g. {gap[0]})")
@@ -138,7 +138,7 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
     family = task.spec.family
     if family == "basic":
         score = hit_rate(task.gt, ov, lexicon, level, rows=rows)
-    elif family == "sentiment":
+    elif family == SENTIMENT:
         score = sentiment_scores(task.gt, sentiments, ov, rows=rows)
     elif family == "ov":
         score = ov_scores(task.gt, ov, lexicon, level, rows=rows)
@@ -146,7 +146,7 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
         raise UserError(f"[{task.spec.id}] unknown task family '{family}'")
     for row in score.samples:
         row["answer"] = s.answers.get(row["name"], "")
-        if family != "sentiment":
+        if family != SENTIMENT:
             row["ov_raw"] = ov.get(row["name"], "")
     return score
 

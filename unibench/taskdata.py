@@ -6,13 +6,17 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from unibench.errors import UserError
 from unibench.prompts import AFFECTGPT_OV_QUESTION as AFFECTGPT_QUESTION
 from unibench.strict import read_csv_rows
 
-FAMILY_METRIC = {"basic": "hit_rate", "sentiment": "waf", "ov": "fscore"}
+Family = Literal["basic", "sentiment", "ov"]            # hit rate | WAF | OV F-score
+GtKind = Literal["emo_str", "emo_index", "val", "openset"]
+Level = Literal["level1", "level2"]                      # emotion-wheel level the labels map to
+SENTIMENT: Family = "sentiment"                          # the family scored from prompt B's sentiments
+FAMILY_METRIC: dict[str, str] = {"basic": "hit_rate", "sentiment": "waf", "ov": "fscore"}
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,8 @@ class TaskSpec:
     gt_file: str
     gt_key: str                       # npz key, or 'name,openset' columns for csv
     expected_count: int
-    gt_kind: str                      # emo_str | emo_index | val | openset
-    family: str                       # basic | sentiment | ov
+    gt_kind: GtKind
+    family: Family
     subtitle_file: str
     subtitle_column: str = "english"
     split: str = "all"                # all | session5
