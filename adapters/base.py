@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 from unibench.errors import UserError
 
@@ -82,6 +82,9 @@ class AnswerRun:
     identity: str
 
 
+Answer = Union[str, BaseException]  # what answer() gives per sample
+
+
 @dataclass
 class NoOptions:
     pass
@@ -103,6 +106,10 @@ class Adapter:
     model_ref_keys: ClassVar[tuple[str, ...]] = ("path", "model")
     # task id -> subtitle column, where this model was run on another column than the task's default
     subtitle_columns: ClassVar[dict[str, str]] = {}
+    # Options that never change an answer (beside the run-wide ones): kept out of the resume key.
+    resume_ignore: ClassVar[tuple[str, ...]] = ()
+    # Samples per answer() call when --batch-size is not given (an instance may set it from its options).
+    default_batch_size: int = 1
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
@@ -134,7 +141,10 @@ class Adapter:
     def use_run(self, run: AnswerRun) -> None:
         """Answer the next samples as ``run`` (called before its samples; load lazily)."""
 
-    def answer(self, samples: list[Sample]) -> list[str]:
+    def answer(self, samples: list[Sample]) -> list[Answer]:
+        """One item per sample, in order: the answer text, or an exception instance when only that sample
+        failed (counted, retried on the next run). Raise ``UserError`` for a problem that stops the run;
+        any other exception fails the whole batch, whose samples are then retried one by one."""
         raise NotImplementedError(f"adapter '{self.name}' does not generate answers")
 
 

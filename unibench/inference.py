@@ -158,7 +158,7 @@ def check_inference(adapter: Adapter, task: TaskData, config: "RunConfig") -> No
     """Before any sample of any task is sent: the inputs this model needs exist for this task (its media
     folders, its subtitle file) and the answer logs hold no answers of another setup."""
     spec = task.spec
-    question = resolve_question(getattr(config, "question", None), spec.question)
+    question = resolve_question(config.question, spec.question)
     for kind in (k for k in adapter.inputs if k in MEDIA_KINDS):
         folders = [task.root / folder for k, folder, _ in spec.media if k == kind]
         if not folders:
@@ -204,7 +204,7 @@ def answer_identity(adapter: Adapter, task: TaskData, question: Question,
                     run: AnswerRun | None = None) -> dict[str, Any]:
     """What produced the answers; ``key`` hashes the parts that change them."""
     described = adapter.describe()
-    ignore = OPERATIONAL_OPTIONS | set(getattr(adapter, "resume_ignore", ()))
+    ignore = OPERATIONAL_OPTIONS | set(adapter.resume_ignore)
     args = {k: _model_ref(v) if k in adapter.model_ref_keys else v
             for k, v in sorted(described.get("args", {}).items()) if k not in ignore}
     if run is not None:  # e.g. the checkpoint of this answer file
@@ -385,7 +385,7 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
     ``answers/results-<task>/<folder>/<label>.npz``.
     """
     spec = task.spec
-    question = resolve_question(getattr(config, "question", None), spec.question)
+    question = resolve_question(config.question, spec.question)
     identity = answer_identity(adapter, task, question, run)
     model = adapter.model_id()
     if run is not None:
@@ -397,8 +397,8 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
     samples = build_samples(adapter, task, question, names)
     todo = [(s, problem) for s, problem in samples if latest.get(s.name, {}).get("error", "x") is not None]
 
-    fail_fast = bool(getattr(config, "fail_fast", False))
-    batch_size = max(1, int(getattr(config, "batch_size", 0) or getattr(adapter, "default_batch_size", 1) or 1))
+    fail_fast = config.fail_fast
+    batch_size = max(1, int(config.batch_size or adapter.default_batch_size or 1))
     base = {"task": spec.id, "key": identity["key"], "model": model, "adapter": identity["adapter"],
             "keyed_args": identity["keyed_args"], "question_mode": question.mode,
             "question_hash": question.hash, "task_fingerprint": identity["task_fingerprint"]}
@@ -412,7 +412,7 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
                   file=sys.stderr, flush=True)
         log = AnswerLog(log_path, valid_length)
         bar = tqdm(total=len(samples), initial=done_before, desc=f"[{spec.id}] {model}", unit="sample",
-                   file=sys.stderr, dynamic_ncols=True, disable=not getattr(config, "progress", True))
+                   file=sys.stderr, dynamic_ncols=True, disable=not config.progress)
         successes, setup_failures = 0, 0
         try:
             runnable = []
