@@ -32,25 +32,39 @@ def _mean(values: Sequence[float]) -> float:
 
 
 class _Mapper:
-    """Memoised raw value -> (labels, five mapped sets, the sets as '|'-joined text).
+    """Memoised raw value -> (labels, five mapped sets).
 
-    Label strings repeat a lot (six gt labels, recurring predictions), so each
-    is parsed, mapped and formatted once per scoring call.
+    Label strings repeat a lot (six gt labels, the same predictions in every checkpoint's answers), so each
+    is parsed and mapped once per lexicon and level, across answer files and tasks (:func:`mapper_for`).
     """
 
     def __init__(self, lexicon: Lexicon, level: str):
         self.lexicon, self.level, self.memo = lexicon, level, {}
 
-    def __call__(self, value: Any) -> tuple[list[str], list[set[str]], list[str]]:
+    def __call__(self, value: Any) -> tuple[list[str], list[set[str]]]:
         key = value if isinstance(value, str) else None
-        if key is not None and key in self.memo:
-            return self.memo[key]
+        if key is not None:
+            hit = self.memo.get(key)
+            if hit is not None:
+                return hit
         labels = normalise_labels(value)
-        sets = self.lexicon.map_all_wheels(labels, self.level)
-        out = (labels, sets, ["|".join(sorted(s)) for s in sets])
+        out = (labels, self.lexicon.map_all_wheels(labels, self.level))
         if key is not None:
             self.memo[key] = out
         return out
+
+
+def mapper_for(lexicon: Lexicon, level: str) -> _Mapper:
+    """One memo per lexicon and level, kept on the lexicon (read-only results: safe to share)."""
+    key = ("scores-mapper", level)
+    mapper = lexicon._maps.get(key)
+    if mapper is None:
+        mapper = lexicon._maps[key] = _Mapper(lexicon, level)
+    return mapper
+
+
+def _texts(sets: list[set[str]]) -> list[str]:
+    return ["|".join(sorted(s)) for s in sets]
 
 
 def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
@@ -60,14 +74,15 @@ def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
     ``rows=False`` skips the per-sample rows (the numbers are the same): for answer files nobody logs."""
     hits: list[list[int]] = [[] for _ in WHEEL_IDS]
     out = []
-    mapper = _Mapper(lexicon, level)
+    mapper = mapper_for(lexicon, level)
     for name, label in gt.items():
-        labels, p_sets, p_text = mapper(pred.get(name))
-        _, g_sets, g_text = mapper(label)
+        labels, p_sets = mapper(pred.get(name))
+        _, g_sets = mapper(label)
         for i in range(len(WHEEL_IDS)):
             if g_sets[i]:  # gt maps to nothing on this wheel: skipped, as published
                 hits[i].append(len(g_sets[i] & p_sets[i]))
         if rows:
+            g_text, p_text = _texts(g_sets), _texts(p_sets)
             row: dict[str, Any] = {"name": name, "gt": label, "pred": "|".join(labels)}
             for i, w in enumerate(WHEEL_IDS):
                 row[f"gt_w{w}"] = g_text[i]
@@ -137,11 +152,13 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
     precisions: list[list[float]] = [[] for _ in WHEEL_IDS]
     recalls: list[list[float]] = [[] for _ in WHEEL_IDS]
     out = []
-    mapper = _Mapper(lexicon, level)
+    mapper = mapper_for(lexicon, level)
     for name, labels_gt in gt.items():
-        g_labels, g_sets, g_text = mapper(labels_gt)
-        p_labels, p_sets, p_text = mapper(pred.get(name))
+        g_labels, g_sets = mapper(labels_gt)
+        p_labels, p_sets = mapper(pred.get(name))
         row: dict[str, Any] = {"name": name, "gt": "|".join(g_labels), "pred": "|".join(p_labels)} if rows else {}
+        if rows:
+            g_text, p_text = _texts(g_sets), _texts(p_sets)
         for i, w in enumerate(WHEEL_IDS):
             g, p = g_sets[i], p_sets[i]
             if rows:

@@ -67,9 +67,13 @@ def split_answers(raw: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     answers, rejected = {}, {}
     for name, value in raw.items():
         if isinstance(value, str):
-            answers[name] = valid_text(value)
+            answers[name] = value
         else:
             rejected[name] = f"answer is {type(value).__name__}, not text"
+    try:  # one check for the whole file; per answer only when some text is not valid Unicode
+        "".join(answers.values()).encode("utf-8")
+    except UnicodeEncodeError:
+        answers = {n: valid_text(a) for n, a in answers.items()}
     return answers, rejected
 
 
@@ -83,16 +87,28 @@ def read_extraction_file(path: Path, notes: list[str] | None = None) -> tuple[di
     not text: failed extractions)."""
     notes = notes if notes is not None else []
     data = load_npz(path, ["filenames", "fileitems"], notes=notes)
-    try:
-        names, items = list(data["filenames"]), list(data["fileitems"])
+    try:  # tolist(): plain str out of a unicode array in one call (the usual case: no pickle)
+        names, items = _as_list(data["filenames"]), _as_list(data["fileitems"])
     except TypeError:
         raise UserError(f"{path}: 'filenames' and 'fileitems' must be arrays") from None
     if len(names) != len(items):
         raise UserError(f"{path}: 'filenames' has {len(names)} entries but 'fileitems' has {len(items)}")
-    pairs = unique_names(((_text_name(n, path, "'filenames': "), i) for n, i in zip(names, items)),
-                         path, "key 'filenames'", notes)
+    names = _text_names(names, path, "'filenames': ")
+    pairs = unique_names(zip(names, items), path, "key 'filenames'", notes)
     failed = [n for n, i in pairs.items() if not isinstance(i, str)]
-    return {n: (valid_text(i) if isinstance(i, str) else "") for n, i in pairs.items()}, failed
+    texts, _ = split_answers({n: i for n, i in pairs.items() if isinstance(i, str)})
+    return {n: texts.get(n, "") for n in pairs}, failed
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value.tolist() if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1 else list(value)
+
+
+def _text_names(names: list[Any], path: Path, where: str) -> list[str]:
+    """Every name is non-empty text (checked per name only when the fast check fails)."""
+    if all(type(n) is str and n and not n.isspace() for n in names):
+        return names
+    return [_text_name(n, path, where) for n in names]
 
 
 PROVENANCE_HINT = ("delete it together with the -openset*.npz files beside it to extract again, or restore "
@@ -136,7 +152,8 @@ def read_answer_npz(path: Path, notes: list[str] | None = None) -> dict[str, Any
     data = load_npz(path, ["name2reason"], notes=notes)["name2reason"]
     if not isinstance(data, dict):
         raise UserError(f"{path}: 'name2reason' holds {type(data).__name__}, expected a dict name -> answer")
-    return {_text_name(k, path, "'name2reason': "): v for k, v in data.items()}
+    _text_names(list(data), path, "'name2reason': ")
+    return {str(k): v for k, v in data.items()}
 
 
 def read_answer_table(path: Path, task_id: str | None, notes: list[str] | None = None) -> dict[str, Any]:
