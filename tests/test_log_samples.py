@@ -52,3 +52,21 @@ def test_select_last_logs_the_last_file_and_no_stale_csv_is_left(bench, tmp_path
     _run(bench, out, "--select", "last")
     assert sorted(p.name for p in (out / "toy-model" / "mer2023").glob("*.samples.csv")) == \
         [f"{CKPT_B}.samples.csv"]
+
+
+def test_replay_never_imports_heavy_libraries(bench, tmp_path):
+    """A replay (warm lexicon cache) stays off pandas, scikit-learn, torch and transformers: they cost more than
+    the whole run. Checked in a fresh interpreter after a full run_bench replay."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "lexcache"
+    argv = ["--model", "replay", "--model-args", f"path={bench['model']}", "--task", "mer2023,cmumosi",
+            "--data-root", str(bench["data"]), "--lexicon", str(bench["lexicon"]), "--lexicon-cache", str(cache),
+            "--output", str(tmp_path / "out"), "--no-progress", "--allow-count-mismatch"]
+    code = ("import sys; from unibench.cli import main; rc = main(sys.argv[1:]); "
+            "heavy = [m for m in ('pandas', 'sklearn', 'torch', 'transformers', 'scipy') if m in sys.modules]; "
+            "print('HEAVY', heavy); sys.exit(rc)")
+    subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True)  # fills the cache
+    out = subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True).stdout
+    assert "HEAVY []" in out
