@@ -48,6 +48,9 @@ def _main_parser() -> argparse.ArgumentParser:
                         "(also the LLM synonym-grouping accuracy/recall of OV-MER; needs an LLM --extractor or "
                         "--grouping-cache)")
     p.add_argument("--grouping-cache", help="cached synonym groupings, MER2024 layout DIR/<name>.npy")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="replay: score tasks in this many processes (default 0: as many as cores are free; 1: "
+                        "serial); results are the same either way")
     p.add_argument("--log-samples", choices=("best", "all", "none"), default="best",
                    help="per-sample CSVs (<answer>.samples.csv): best (default: the answer file each task's "
                         "leaderboard row uses), all (every answer file), none")
@@ -111,8 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon, use_cache=not args.no_cache,
                                    cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                                    paper_sampling=args.paper_sampling, progress=False if args.no_progress else None)
-    if args.batch_size < 0 or (args.limit is not None and args.limit < 1):
-        raise UserError("--batch-size must be positive and --limit at least 1")
+    if args.batch_size < 0 or (args.limit is not None and args.limit < 1) or args.jobs < 0:
+        raise UserError("--batch-size and --jobs must be 0 or more, --limit at least 1")
     infer = None
     if adapter.generates:
         from unibench.inference import apply_run_options, infer_task as infer, resolve_question
@@ -127,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
                        progress=not args.no_progress, ov_metric=args.ov_metric,
                        grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
-                       log_samples=args.log_samples,
+                       log_samples=args.log_samples, jobs=args.jobs,
                        extra_metadata={"extraction_stats": getattr(extractor, "stats", None)} if extractor else {})
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)

@@ -6,6 +6,7 @@ extractions), so a bad input stops the run in seconds with one clear line.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -46,6 +47,7 @@ class RunConfig:
     grouping_cache: Path | None = None    # cached groupings, MER2024 layout <dir>/<name>.npy
     # per-sample CSVs: best (the answer file the leaderboard row uses, per task), all, none
     log_samples: str = "best"
+    jobs: int = 0                         # replay: tasks scored in parallel processes; 0 = the free cores
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -151,13 +153,14 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
     return score
 
 
-def log_selected_samples(task: TaskData, sets: list[AnswerSet], summary: dict[str, Any], config: RunConfig,
-                         lexicon: Lexicon, grouped: dict[str, Any], task_dir: Path) -> None:
+def selected_samples(task: TaskData, sets: list[AnswerSet], summary: dict[str, Any], config: RunConfig,
+                     lexicon: Lexicon, grouped: dict[str, Any], task_dir: Path) -> list[tuple[str, Path, Any]]:
     """``--log-samples best``: the per-sample CSV of the answer file the leaderboard row uses (scored again
-    with rows: the other files were scored without building them); per-sample CSVs of the task's other answer
-    files, left by an earlier ``--log-samples all``, are removed so none is stale."""
+    with rows: the other files were scored without building them), and the removal of the task's other
+    per-sample CSVs (left by an earlier ``--log-samples all``) so none is stale."""
     chosen = select_file(summary, config.select)
     keep = None
+    writes: list[tuple[str, Path, Any]] = []
     if chosen is not None:
         s = next(x for x in sets if x.label == chosen["label"])
         score = score_answer_set(task, s, lexicon, config.level, rows=True)
@@ -166,10 +169,9 @@ def log_selected_samples(task: TaskData, sets: list[AnswerSet], summary: dict[st
 
             merge_into(score, grouped[s.label])
         keep = task_dir / f"{safe_name(s.label)}.samples.csv"
-        write_samples_csv(keep, score.samples)
-    for old in task_dir.glob("*.samples.csv"):
-        if old != keep:
-            old.unlink(missing_ok=True)
+        writes.append(("csv", keep, score.samples))
+    writes.append(("prune-samples", task_dir, keep))
+    return writes
 
 
 def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, TaskScore, list[str]]],
@@ -237,39 +239,43 @@ def check_extraction_needs(spec: TaskSpec, sets: list[AnswerSet], extractor: Any
     check_extractions(spec, sets, extractor)
 
 
+def prepare_task(adapter: Adapter, config: RunConfig, extractor: Any, infer: Callable[..., AnswerSet] | None,
+                 spec: TaskSpec) -> tuple[TaskData, list[AnswerSet] | None]:
+    """One task's checks before work (see :func:`prepare_tasks`)."""
+    task = load_task(spec, config.data_root, check_count=not config.allow_count_mismatch,
+                     skip_bad_gt=config.skip_bad_gt)
+    partial = limit_task(task, config.limit)
+    if partial:
+        task.flags.append(partial)
+    sets = adapter.answer_sets(task)
+    for s in sets or []:
+        s.flags.extend([partial] if partial else [])
+    if sets is None:
+        if infer is None:
+            raise UserError(f"model '{adapter.name}' generates answers, which needs the inference runner")
+        if extractor is None:
+            raise UserError(f"[{spec.id}] model '{adapter.model_id()}' answers in free text; turning it into "
+                            "labels needs an extractor: pass --extractor vllm|hf|openai|lexicon "
+                            "(checked before any sample is answered)")
+        from unibench.inference import check_inference
+
+        check_inference(adapter, task, config)
+    else:
+        if not sets:
+            raise UserError(f"[{spec.id}] model '{adapter.model_id()}' produced no answers")
+        if config.select.startswith("file:"):
+            check_selection(spec, sets, config.select[len("file:"):])
+        check_extraction_needs(spec, sets, extractor, config)
+    return task, sets
+
+
 def prepare_tasks(adapter: Adapter, config: RunConfig, extractor: Any, infer: Callable[..., AnswerSet] | None
                   ) -> list[tuple[TaskData, list[AnswerSet] | None]]:
     """Every check that can be made before work: data of every task, existing answers and their extraction
     files, and for a generating model its media folders, subtitles, answer logs and the extractor it will need.
     A ``None`` answer list means: to be generated."""
     check_output_folder(config.output)
-    prepared: list[tuple[TaskData, list[AnswerSet] | None]] = []
-    for spec in config.tasks:
-        task = load_task(spec, config.data_root, check_count=not config.allow_count_mismatch,
-                         skip_bad_gt=config.skip_bad_gt)
-        partial = limit_task(task, config.limit)
-        if partial:
-            task.flags.append(partial)
-        sets = adapter.answer_sets(task)
-        for s in sets or []:
-            s.flags.extend([partial] if partial else [])
-        if sets is None:
-            if infer is None:
-                raise UserError(f"model '{adapter.name}' generates answers, which needs the inference runner")
-            if extractor is None:
-                raise UserError(f"[{spec.id}] model '{adapter.model_id()}' answers in free text; turning it into "
-                                "labels needs an extractor: pass --extractor vllm|hf|openai|lexicon "
-                                "(checked before any sample is answered)")
-            from unibench.inference import check_inference
-
-            check_inference(adapter, task, config)
-        else:
-            if not sets:
-                raise UserError(f"[{spec.id}] model '{adapter.model_id()}' produced no answers")
-            if config.select.startswith("file:"):
-                check_selection(spec, sets, config.select[len("file:"):])
-            check_extraction_needs(spec, sets, extractor, config)
-        prepared.append((task, sets))
+    prepared = [prepare_task(adapter, config, extractor, infer, spec) for spec in config.tasks]
     if extractor is not None and any(sets is None or any(s.ov_labels is None or s.sentiments is None for s in sets)
                                      for _, sets in prepared):
         preflight = getattr(extractor, "preflight", None)  # Extractor subclasses have it; test doubles may not
@@ -295,6 +301,97 @@ def generate(adapter: Adapter, task: TaskData, config: RunConfig, extractor: Any
     return sets
 
 
+@dataclass
+class TaskResult:
+    """One task scored, not yet written: the files in the order they are written, and what to print."""
+
+    outcome: TaskOutcome
+    writes: list[tuple[str, Path, Any]]   # ("json" | "csv", path, payload) or ("prune-samples", folder, kept)
+    logs: list[str]
+
+
+def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Path, config: RunConfig,
+               lexicon: Lexicon, extractor: Any, grouping: Any) -> TaskResult:
+    """Extract where needed and score every answer file of a task; return what to write (nothing is written
+    here but extraction files, so tasks can be scored in parallel processes and written in order)."""
+    spec = task.spec
+    task_dir = model_dir / spec.id
+    results = []
+    writes: list[tuple[str, Path, Any]] = []
+    task_warnings = list(task.warnings)
+    task_flags = list(task.flags)
+    grouped: dict[str, Any] = {}  # answer label -> its grouping score (OV tasks with --ov-metric grouping)
+    for s in sets:
+        if extractor is not None:
+            from unibench.extract import fill_extractions  # lazy: only runs that extract need it
+
+            fill_extractions(s, spec, extractor, output_dir=task_dir, names=task.names)
+        warnings, flags = coverage_warnings(task, s)
+        kept = [src for src in dict.fromkeys((s.ov_source, s.sentiment_source)) if src.startswith("file:")]
+        if extractor is not None and kept:  # existing files win over the configured extractor: say so
+            warnings.append(f"{s.label}: used existing extractions ({'; '.join(kept)}) rather than "
+                            f"'{extractor.name}' (--force-extract to extract again)")
+        flags = s.flags + [f for f in s.extraction_flags if f not in s.flags] + flags
+        if s.extraction_failures:  # failed prompt A: empty prediction; failed prompt B: unparsed (0)
+            warnings.append(f"{len(s.extraction_failures)} extraction(s) failed for {s.source} "
+                            f"(e.g. {s.extraction_failures[0]}); scored as empty / unparsed")
+            flags.append(f"extraction-failures:{len(s.extraction_failures)}")
+        score = score_answer_set(task, s, lexicon, config.level, rows=config.log_samples == "all")
+        if grouping is not None and spec.family == "ov":
+            grouped[s.label] = grouping.add_to(task.gt, s.ov_labels or {}, score)
+        warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
+        if extractor_made(s, extractor) and not getattr(extractor, "paper_protocol", True):
+            flags.append(f"extractor:{extractor.name}")
+        base = task_dir / safe_name(s.label)
+        writes.append(("json", base.with_name(base.name + ".json"), {
+            "task": spec.id, "model": model, "answer_file": s.source, "label": s.label,
+            "primary_metric": spec.primary_metric, "primary": score.metrics[spec.primary_metric],
+            "metrics": score.metrics, "per_wheel": score.per_wheel, "counts": score.counts,
+            "level": config.level, "warnings": warnings, "flags": flags,
+            "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source,
+                           "extractor": extractor.identity() if extractor is not None else None,
+                           "failures": s.extraction_failures, "saved": s.extraction_source},
+            "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
+            "task_fingerprint": spec.fingerprint,
+            "grouping": grouping.identity() if grouping is not None and spec.family == "ov" else None,
+        }))
+        if config.log_samples == "all":
+            writes.append(("csv", base.with_name(base.name + ".samples.csv"), score.samples))
+        results.append((s, score, flags))
+        task_warnings.extend(warnings)
+    summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
+    writes.append(("json", task_dir / "summary.json", summary))
+    if config.log_samples == "best":
+        writes.extend(selected_samples(task, sets, summary, config, lexicon, grouped, task_dir))
+    best = next(f for f in summary["files"] if f["label"] == summary["best"])
+    logs = [f"[{spec.id}] {len(sets)} answer file(s); best {spec.primary_metric} "
+            f"{best['primary'] * 100:.2f} ({best['label']})"]
+    if not spec.in_benchmark or (grouping is not None and spec.family == "ov"):  # not in the leaderboard
+        for f in summary["files"]:
+            extra = (f"; grouping accuracy {f['metrics']['grouping_accuracy'] * 100:.2f}, recall "
+                     f"{f['metrics']['grouping_recall'] * 100:.2f}, average "
+                     f"{f['metrics']['grouping_average'] * 100:.2f}") if "grouping_average" in f["metrics"] else ""
+            logs.append(f"  {f['label']}: {spec.primary_metric} {f['primary'] * 100:.2f}{extra}")
+    logs.extend(f"  warning: {w}" for w in dict.fromkeys(task_warnings))
+    return TaskResult(TaskOutcome(spec.id, summary, task_warnings), writes, logs)
+
+
+def write_task_result(result: TaskResult) -> TaskOutcome:
+    """Write a scored task's files in order, then print what it says."""
+    for kind, path, payload in result.writes:
+        if kind == "json":
+            write_json(path, payload)
+        elif kind == "csv":
+            write_samples_csv(path, payload)
+        else:  # per-sample CSVs of other answer files, left by an earlier --log-samples all: never stale
+            for old in path.glob("*.samples.csv"):
+                if old != payload:
+                    old.unlink(missing_ok=True)
+    for line in result.logs:
+        log(line)
+    return result.outcome
+
+
 def extractor_made(s: AnswerSet, extractor: Any) -> bool:
     """Whether the configured extractor produced labels this answer set is scored with (flags must say
     what was used, not what was configured)."""
@@ -312,6 +409,10 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
 
     # 1. Check data, answers, extractions, media and output for every task before any work.
     check_model_folder(model_dir, model, config.tasks)
+    jobs = parallel_jobs(adapter, config, extractor)
+    if jobs > 1:  # replay: tasks are loaded, checked and scored in parallel processes, written here in order
+        outcomes = run_parallel(adapter, config, lexicon, model, model_dir, jobs)
+        return finish_run(adapter, config, lexicon, extractor, model, model_dir, started, outcomes)
     checked = prepare_tasks(adapter, config, extractor, infer)
     from unibench.metrics.grouping import prepare_grouping
 
@@ -324,71 +425,73 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
             sets = generate(adapter, task, config, extractor, infer)  # type: ignore[arg-type]
         prepared.append((task, sets))
 
-    # 3. Extract where needed, score, write.
+    # 3. Extract where needed, score, write (task by task, in order).
     outcomes: list[TaskOutcome] = []
     for task, sets in prepared:
-        spec = task.spec
-        task_dir = model_dir / spec.id
-        results = []
-        task_warnings = list(task.warnings)
-        task_flags = list(task.flags)
-        grouped: dict[str, Any] = {}  # answer label -> its grouping score (OV tasks with --ov-metric grouping)
-        for s in sets:
-            if extractor is not None:
-                from unibench.extract import fill_extractions  # lazy: only runs that extract need it
+        outcomes.append(write_task_result(score_task(task, sets, model, model_dir, config, lexicon, extractor,
+                                                     grouping)))
 
-                fill_extractions(s, spec, extractor, output_dir=task_dir, names=task.names)
-            warnings, flags = coverage_warnings(task, s)
-            kept = [src for src in dict.fromkeys((s.ov_source, s.sentiment_source)) if src.startswith("file:")]
-            if extractor is not None and kept:  # existing files win over the configured extractor: say so
-                warnings.append(f"{s.label}: used existing extractions ({'; '.join(kept)}) rather than "
-                                f"'{extractor.name}' (--force-extract to extract again)")
-            flags = s.flags + [f for f in s.extraction_flags if f not in s.flags] + flags
-            if s.extraction_failures:  # failed prompt A: empty prediction; failed prompt B: unparsed (0)
-                warnings.append(f"{len(s.extraction_failures)} extraction(s) failed for {s.source} "
-                                f"(e.g. {s.extraction_failures[0]}); scored as empty / unparsed")
-                flags.append(f"extraction-failures:{len(s.extraction_failures)}")
-            score = score_answer_set(task, s, lexicon, config.level, rows=config.log_samples == "all")
-            if grouping is not None and spec.family == "ov":
-                grouped[s.label] = grouping.add_to(task.gt, s.ov_labels or {}, score)
-            warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
-            if extractor_made(s, extractor) and not getattr(extractor, "paper_protocol", True):
-                flags.append(f"extractor:{extractor.name}")
-            base = task_dir / safe_name(s.label)
-            write_json(base.with_name(base.name + ".json"), {
-                "task": spec.id, "model": model, "answer_file": s.source, "label": s.label,
-                "primary_metric": spec.primary_metric, "primary": score.metrics[spec.primary_metric],
-                "metrics": score.metrics, "per_wheel": score.per_wheel, "counts": score.counts,
-                "level": config.level, "warnings": warnings, "flags": flags,
-                "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source,
-                               "extractor": extractor.identity() if extractor is not None else None,
-                               "failures": s.extraction_failures, "saved": s.extraction_source},
-                "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
-                "task_fingerprint": spec.fingerprint,
-                "grouping": grouping.identity() if grouping is not None and spec.family == "ov" else None,
-            })
-            if config.log_samples == "all":
-                write_samples_csv(base.with_name(base.name + ".samples.csv"), score.samples)
-            results.append((s, score, flags))
-            task_warnings.extend(warnings)
-        summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
-        write_json(task_dir / "summary.json", summary)
-        if config.log_samples == "best":
-            log_selected_samples(task, sets, summary, config, lexicon, grouped, task_dir)
-        outcomes.append(TaskOutcome(spec.id, summary, task_warnings))
-        best = next(f for f in summary["files"] if f["label"] == summary["best"])
-        log(f"[{spec.id}] {len(sets)} answer file(s); best {spec.primary_metric} "
-            f"{best['primary'] * 100:.2f} ({best['label']})")
-        if not spec.in_benchmark or (grouping is not None and spec.family == "ov"):  # not in the leaderboard
-            for f in summary["files"]:
-                extra = (f"; grouping accuracy {f['metrics']['grouping_accuracy'] * 100:.2f}, recall "
-                         f"{f['metrics']['grouping_recall'] * 100:.2f}, average "
-                         f"{f['metrics']['grouping_average'] * 100:.2f}") if "grouping_average" in f["metrics"] else ""
-                log(f"  {f['label']}: {spec.primary_metric} {f['primary'] * 100:.2f}{extra}")
-        for w in dict.fromkeys(task_warnings):
-            log(f"  warning: {w}")
+    return finish_run(adapter, config, lexicon, extractor, model, model_dir, started, outcomes)
 
-    # 4. Metadata and the leaderboard (shared files: under the output folder's lock).
+
+# ---------------------------------------------------------------- parallel replay
+
+_PARALLEL: tuple[Any, ...] | None = None  # what forked workers read (never pickled: they inherit it)
+
+
+def parallel_jobs(adapter: Adapter, config: RunConfig, extractor: Any) -> int:
+    """How many processes score tasks at once: 1 (serial) unless this is a replay with nothing to extract or
+    group (those share caches and models), of several tasks, on a system with fork, and more than one core
+    is free (or --jobs asks for more)."""
+    n = len(config.tasks)
+    if (config.jobs == 1 or n < 2 or adapter.generates or extractor is not None or config.ov_metric != "ew"
+            or not sys.platform.startswith("linux")):
+        return 1
+    if config.jobs > 1:
+        return min(config.jobs, n)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    free = cores - os.getloadavg()[0]
+    return min(n, max(2, int(free))) if free > 1.0 else 1
+
+
+def _task_in_worker(index: int) -> tuple[str, Any, int]:
+    adapter, config, lexicon, model, model_dir = _PARALLEL  # type: ignore[misc]
+    try:
+        task, sets = prepare_task(adapter, config, None, None, config.tasks[index])
+    except UserError as exc:
+        return "prepare", str(exc), exc.exit_code
+    try:
+        return "ok", score_task(task, sets or [], model, model_dir, config, lexicon, None, None), 0
+    except UserError as exc:
+        return "score", str(exc), exc.exit_code
+
+
+def run_parallel(adapter: Adapter, config: RunConfig, lexicon: Lexicon, model: str, model_dir: Path,
+                 jobs: int) -> list[TaskOutcome]:
+    """Load, check and score the tasks in ``jobs`` forked processes; write here, in task order, only when all
+    succeeded. The same error comes first as in a serial run: any task's check before any task's scoring."""
+    import multiprocessing
+
+    global _PARALLEL
+    check_output_folder(config.output)
+    _PARALLEL = (adapter, config, lexicon, model, model_dir)
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            answers = pool.map(_task_in_worker, range(len(config.tasks)), chunksize=1)
+    finally:
+        _PARALLEL = None
+    for stage in ("prepare", "score"):
+        for kind, payload, code in answers:
+            if kind == stage:
+                error = UserError(payload)
+                error.exit_code = code
+                raise error
+    return [write_task_result(result) for _, result, _ in answers]
+
+
+def finish_run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any, model: str, model_dir: Path,
+               started: float, outcomes: list[TaskOutcome]) -> list[dict[str, str]]:
+    """4. Metadata and the leaderboard (shared files: under the output folder's lock)."""
     import numpy
 
     update_run_metadata(model_dir / "run.json", {
@@ -397,15 +500,15 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 3),
         "model": model, "adapter": adapter.describe(),
-        "tasks": {o.task: {"fingerprint": next(t.spec.fingerprint for t, _ in prepared if t.spec.id == o.task),
-                           "best": o.summary["best"], "n_files": o.summary["n_files"]} for o in outcomes},
+        "tasks": {o.task: {"fingerprint": o.summary["task_fingerprint"], "best": o.summary["best"],
+                           "n_files": o.summary["n_files"]} for o in outcomes},
         "data_root": str(config.data_root),
         "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
         "level": config.level, "select": config.select,
         "extractor": extractor.identity() if extractor is not None else "authors' extraction files",
         **config.extra_metadata,
     })
-    if not any(t.spec.in_benchmark for t, _ in prepared):
+    if not any(spec.in_benchmark for spec in config.tasks):
         return []  # extra tasks only (e.g. ovmerd): the nine-task leaderboard is left as it was
     notes: list[str] = []
     rows = update_leaderboard(config.output, model, config.select, notes)
