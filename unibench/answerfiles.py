@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from unibench.errors import UserError
 from unibench.fileio import atomic_open
 from unibench.safe_npz import check_unique_names, load_npz
-from unibench.strict import loads_json, read_csv_rows, shown
+from unibench.strict import loads_json, read_csv_rows, read_json_file, shown
 
 
 def is_answer_npz(path: Path) -> bool:
@@ -121,15 +121,9 @@ def read_provenance(stem: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = loads_json(path.read_bytes(), str(path))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc}); {PROVENANCE_HINT}") from None
+        return read_json_file(path, "a valid extraction note", _provenance_problem)
     except UserError as exc:
         raise UserError(f"{exc} (an extraction note); {PROVENANCE_HINT}") from None
-    problem = _provenance_problem(data)
-    if problem:
-        raise UserError(f"{path}: not a valid extraction note ({problem}); {PROVENANCE_HINT}")
-    return data
 
 
 def _provenance_problem(data: Any) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from unibench.errors import UserError
+from unibench.strict import read_json_file
 from unibench.fileio import atomic_open, printable, safe_name, write_json, write_samples_csv  # noqa: F401  (re-exported)
 
 from unibench.tasks.base import TASKS
@@ -118,19 +119,7 @@ def read_summary(path: Path) -> dict:
     """One task summary; UserError naming the file and what is wrong with it."""
     if not path.is_file():
         raise UserError(f"{path}: not a file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except (ValueError, RecursionError) as exc:
-        raise UserError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    problem = _summary_problem(data)
-    if problem:
-        raise UserError(f"{path}: not a task summary ({problem})")
-    return data
+    return read_json_file(path, "a task summary", _summary_problem)
 
 
 def _summary_problem(data: Any) -> str:

@@ -67,6 +67,19 @@ def loads_json(text: str | bytes, where: str) -> Any:
         raise UserError(f"{where}: unreadable value ({one_line(str(exc))[:100]})") from None
 
 
+def read_json_file(path: Path, what: str, check: Any = None) -> Any:
+    """A JSON file read strictly (:func:`loads_json`), then ``check(data) -> ''`` or what is wrong with its
+    shape: one UserError naming the file and ``what`` it should be."""
+    try:
+        data = loads_json(Path(path).read_bytes(), str(path))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    problem = check(data) if check is not None else ""
+    if problem:
+        raise UserError(f"{path}: not {what} ({problem})")
+    return data
+
+
 def unique_columns(header: Iterable[str], where: str) -> None:
     """A CSV header naming a column twice would let the last one silently win: refuse it."""
     seen: set[str] = set()
