@@ -182,12 +182,11 @@ def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, Ta
         files.append({"label": s.label, "source": s.source, "order": s.order, "primary": score.metrics[metric],
                       "metrics": score.metrics, "flags": flags,
                       "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source}})
-    best = max(files, key=lambda f: (f["primary"], -f["order"]))
-    last = max(files, key=lambda f: f["order"])
+    best, last = select_file({"files": files}, "best"), select_file({"files": files}, "last")  # the one selector
     return {
         "task": task.spec.id, "model": model, "primary_metric": metric, "level": level,
         "n_test": len(task.gt), "n_files": len(files), "files": files,
-        "best": best["label"], "last": last["label"],
+        "best": best["label"], "last": last["label"],  # type: ignore[index]
         "lexicon_sha256": lexicon.sha256, "task_fingerprint": task.spec.fingerprint,
         "flags": task_flags,
     }
