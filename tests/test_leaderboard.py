@@ -11,7 +11,7 @@ import pytest
 from fixtures import (CKPT_A, CKPT_B, LAYOUT, TOY_A, TOY_B, TOY_BEST, TOY_MEANS, build_toy_bench, toy_counts,  # noqa: F401
                       write_run, toy_answers)
 from unibench.cli import main
-from unibench.results import (LEADERBOARD_COLUMNS, leaderboard_row, read_paper_rows, select_file, selection_label,
+from unibench.results import (LEADERBOARD_COLUMNS, TaskSummary, leaderboard_row, read_paper_rows, select_file, selection_label,
                               update_leaderboard)
 
 NINE = list(LAYOUT)
@@ -174,19 +174,30 @@ def test_paper_table_is_the_shipped_reference(shared_data):
 
 # ---------------------------------------------------------------- the pieces, on summaries
 
-def _summary(values: list[float], flags=None) -> dict:
-    return {"files": [{"label": f"f{i}", "order": i, "primary": v, "flags": []} for i, v in enumerate(values)],
-            "flags": flags or [], "lexicon_sha256": "abc"}
+def _summary(values: list[float], flags=None) -> TaskSummary:
+    return TaskSummary.from_json({"files": [{"label": f"f{i}", "order": i, "primary": v, "flags": []}
+                                            for i, v in enumerate(values)],
+                                  "flags": flags or [], "lexicon_sha256": "abc"})
 
 
 def test_select_file_rules():
     s = _summary([0.5, 0.7, 0.7, 0.6])
-    assert select_file(s, "best")["label"] == "f1"          # first of the tied best
-    assert select_file(s, "last")["label"] == "f3"
-    assert select_file(s, "file:f2")["label"] == "f2"
-    assert select_file(s, "file:f2.npz")["label"] == "f2"
+    assert select_file(s, "best").label == "f1"          # first of the tied best
+    assert select_file(s, "last").label == "f3"
+    assert select_file(s, "file:f2").label == "f2"
+    assert select_file(s, "file:f2.npz").label == "f2"
     assert select_file(s, "file:nope") is None
-    assert select_file({"files": []}, "best") is None
+    assert select_file(TaskSummary("t", "m", "hit_rate", "level1", 0, [], "", ""), "best") is None
+
+
+def test_summary_json_round_trip():
+    data = {"task": "mer2023", "model": "m", "primary_metric": "hit_rate", "level": "level1", "n_test": 4,
+            "n_files": 2, "files": [{"label": "a", "source": "a.npz", "order": 0, "primary": 0.5, "metrics": {},
+                                     "flags": [], "extraction": {"ov": "", "sentiment": ""}},
+                                    {"label": "b", "source": "b.npz", "order": 1, "primary": 0.75, "metrics": {},
+                                     "flags": ["x"], "extraction": {"ov": "", "sentiment": ""}}],
+            "best": "b", "last": "b", "lexicon_sha256": "s", "task_fingerprint": "f", "flags": []}
+    assert TaskSummary.from_json(data).to_json() == data
 
 
 def test_selection_labels():
@@ -203,7 +214,7 @@ def test_leaderboard_row_from_summaries():
     assert (row["mer2023"], row["sims"], row["meld"]) == ("50.00", "66.67", "")
     assert row["mean"] == f"{(50 + 66.666) / 2:.2f}" and row["n_tasks"] == "2" and row["flags"] == "count-mismatch"
     mixed = _summary([0.4])
-    mixed["lexicon_sha256"] = "def"
+    mixed.lexicon_sha256 = "def"
     assert "mixed-lexicons" in leaderboard_row("m", {"mer2023": _summary([0.5]), "meld": mixed}, "best")["flags"]
     empty = leaderboard_row("m", {}, "best")
     assert empty["mean"] == "" and empty["n_tasks"] == "0"

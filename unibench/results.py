@@ -26,6 +26,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -80,28 +81,90 @@ def output_lock(output: Path) -> Iterator[None]:
 
 
 
-# ---------------------------------------------------------------- selection
+# ---------------------------------------------------------------- typed results
 
-def select_file(summary: dict, mode: str) -> dict | None:
-    """Pick one answer file's entry from a task summary: best | last | file:<name>."""
-    files = summary["files"]
-    if not files:
-        return None
-    if mode == "best":
-        return max(files, key=lambda f: (f["primary"], -f["order"]))  # first file wins a tie, as np.argmax
-    if mode == "last":
-        return max(files, key=lambda f: f["order"])
-    name = mode.split(":", 1)[1]
-    for f in files:
-        if f["label"] == name or f["label"] == Path(name).stem:
-            return f
-    return None
+@dataclass
+class FileResult:
+    """One answer file's scores in a task summary."""
+
+    label: str
+    source: str
+    order: int                          # position among the task's answer files (--select last)
+    primary: float                      # the task's primary metric, 0-1
+    metrics: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    extraction: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "source": self.source, "order": self.order, "primary": self.primary,
+                "metrics": self.metrics, "flags": self.flags, "extraction": self.extraction}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FileResult":
+        return cls(label=data["label"], source=str(data.get("source", "")), order=data["order"],
+                   primary=float(data["primary"]), metrics=dict(data.get("metrics") or {}),
+                   flags=list(data.get("flags", [])), extraction=dict(data.get("extraction") or {}))
 
 
-def selection_label(mode: str, summaries: Iterable[dict]) -> str:
+@dataclass
+class TaskSummary:
+    """A task's ``summary.json``: every answer file's scores, the best and the last."""
+
+    task: str
+    model: str
+    primary_metric: str
+    level: str
+    n_test: int
+    files: list[FileResult]
+    best: str
+    last: str
+    lexicon_sha256: str = ""
+    task_fingerprint: str = ""
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def n_files(self) -> int:
+        return len(self.files)
+
+    def select(self, mode: str) -> FileResult | None:
+        """The answer file a row uses: best (the first of the tied best, as np.argmax) | last | file:<name>."""
+        if not self.files:
+            return None
+        if mode == "best":
+            return max(self.files, key=lambda f: (f.primary, -f.order))
+        if mode == "last":
+            return max(self.files, key=lambda f: f.order)
+        name = mode.split(":", 1)[1]
+        return next((f for f in self.files if f.label in (name, Path(name).stem)), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "model": self.model, "primary_metric": self.primary_metric, "level": self.level,
+                "n_test": self.n_test, "n_files": self.n_files, "files": [f.to_json() for f in self.files],
+                "best": self.best, "last": self.last, "lexicon_sha256": self.lexicon_sha256,
+                "task_fingerprint": self.task_fingerprint, "flags": self.flags}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TaskSummary":
+        files = [FileResult.from_json(f) for f in data["files"]]
+        summary = cls(task=str(data.get("task", "")), model=str(data.get("model", "")),
+                      primary_metric=str(data.get("primary_metric", "")), level=str(data.get("level", "level1")),
+                      n_test=int(data.get("n_test", 0) or 0), files=files, best="", last="",
+                      lexicon_sha256=str(data.get("lexicon_sha256", "")),
+                      task_fingerprint=str(data.get("task_fingerprint", "")), flags=list(data.get("flags", [])))
+        summary.best = str(data.get("best") or summary.select("best").label)  # type: ignore[union-attr]
+        summary.last = str(data.get("last") or summary.select("last").label)  # type: ignore[union-attr]
+        return summary
+
+
+def select_file(summary: TaskSummary, mode: str) -> FileResult | None:
+    """Pick one answer file of a task summary: best | last | file:<name> (see :meth:`TaskSummary.select`)."""
+    return summary.select(mode)
+
+
+def selection_label(mode: str, summaries: Iterable[TaskSummary]) -> str:
     if mode != "best":
         return mode
-    ns = sorted({len(s["files"]) for s in summaries})
+    ns = sorted({s.n_files for s in summaries})
     if not ns:
         return "best"
     if ns == [1]:
@@ -115,11 +178,11 @@ def selection_mode(label: str) -> str:
 
 # ---------------------------------------------------------------- leaderboard
 
-def read_summary(path: Path) -> dict:
+def read_summary(path: Path) -> TaskSummary:
     """One task summary; UserError naming the file and what is wrong with it."""
     if not path.is_file():
         raise UserError(f"{path}: not a file")
-    return read_json_file(path, "a task summary", _summary_problem)
+    return TaskSummary.from_json(read_json_file(path, "a task summary", _summary_problem))
 
 
 def _summary_problem(data: Any) -> str:
@@ -150,7 +213,7 @@ def _text_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def load_summaries(output: Path, model: str, problems: list[str] | None = None) -> dict[str, dict]:
+def load_summaries(output: Path, model: str, problems: list[str] | None = None) -> dict[str, TaskSummary]:
     """The model's task summaries. An unreadable one is left out; with ``problems`` it is named there
     (the caller warns and flags the row), without it the error stops the caller."""
     out = {}
@@ -161,8 +224,8 @@ def load_summaries(output: Path, model: str, problems: list[str] | None = None) 
             continue
         try:
             summary = read_summary(path)
-            if summary.get("model", model) != model:  # two names that map to one folder
-                raise UserError(f"{path}: holds results of model '{summary['model']}', not '{model}'")
+            if summary.model and summary.model != model:  # two names that map to one folder
+                raise UserError(f"{path}: holds results of model '{summary.model}', not '{model}'")
             out[task_id] = summary
         except UserError as exc:
             if problems is None:
@@ -171,24 +234,24 @@ def load_summaries(output: Path, model: str, problems: list[str] | None = None) 
     return out
 
 
-def leaderboard_row(model: str, summaries: dict[str, dict], mode: str,
+def leaderboard_row(model: str, summaries: dict[str, TaskSummary], mode: str,
                     unreadable: Iterable[str] = ()) -> dict[str, str]:
     row: dict[str, str] = {"model": model, "selection": selection_label(mode, summaries.values())}
     values, flags = [], set()
     lexicons, levels = set(), set()
     for task_id in TASKS:
         summary = summaries.get(task_id)
-        chosen = select_file(summary, mode) if summary else None
-        if chosen is None:
+        chosen = summary.select(mode) if summary else None
+        if summary is None or chosen is None:
             row[task_id] = ""
             continue
-        value = chosen["primary"] * 100
+        value = chosen.primary * 100
         row[task_id] = f"{value:.2f}"
         values.append(value)
-        lexicons.add(summary.get("lexicon_sha256", ""))
-        levels.add(summary.get("level", "level1"))
-        flags.update(chosen.get("flags", []))
-        flags.update(summary.get("flags", []))
+        lexicons.add(summary.lexicon_sha256)
+        levels.add(summary.level)
+        flags.update(chosen.flags)
+        flags.update(summary.flags)
     row["mean"] = f"{sum(values) / len(values):.2f}" if values else ""
     row["n_tasks"] = str(len(values))
     if len(lexicons) > 1:
@@ -303,7 +366,7 @@ def summary_models(output: Path) -> dict[str, str]:
             if not path.is_file():
                 continue
             try:
-                name = read_summary(path).get("model")
+                name = read_summary(path).model
             except UserError:
                 continue
             if isinstance(name, str) and safe_name(name) == model_dir.name:

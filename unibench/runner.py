@@ -19,7 +19,7 @@ from unibench.adapters.base import Adapter, AnswerSet
 from unibench.errors import UserError
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
-from unibench.results import (check_output_folder, printable, read_summary, safe_name, select_file,
+from unibench.results import (FileResult, TaskSummary, check_output_folder, printable, read_summary, safe_name,
                               update_leaderboard, update_run_metadata, write_json, write_samples_csv)
 from unibench.taskdata import SENTIMENT
 from unibench.tasks.base import EXTRA_TASKS, TASKS, TaskData, TaskSpec, load_task
@@ -55,7 +55,7 @@ class RunConfig:
 @dataclass
 class TaskOutcome:
     task: str
-    summary: dict[str, Any]
+    summary: TaskSummary
     warnings: list[str]
 
 
@@ -153,16 +153,16 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
     return score
 
 
-def selected_samples(task: TaskData, sets: list[AnswerSet], summary: dict[str, Any], config: RunConfig,
+def selected_samples(task: TaskData, sets: list[AnswerSet], summary: TaskSummary, config: RunConfig,
                      lexicon: Lexicon, grouped: dict[str, Any], task_dir: Path) -> list[tuple[str, Path, Any]]:
     """``--log-samples best``: the per-sample CSV of the answer file the leaderboard row uses (scored again
     with rows: the other files were scored without building them), and the removal of the task's other
     per-sample CSVs (left by an earlier ``--log-samples all``) so none is stale."""
-    chosen = select_file(summary, config.select)
+    chosen = summary.select(config.select)
     keep = None
     writes: list[tuple[str, Path, Any]] = []
     if chosen is not None:
-        s = next(x for x in sets if x.label == chosen["label"])
+        s = next(x for x in sets if x.label == chosen.label)
         score = score_answer_set(task, s, lexicon, config.level, rows=True)
         if s.label in grouped:  # the grouping columns, without asking the LLM again
             from unibench.metrics.grouping import merge_into
@@ -175,21 +175,18 @@ def selected_samples(task: TaskData, sets: list[AnswerSet], summary: dict[str, A
 
 
 def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, TaskScore, list[str]]],
-                   lexicon: Lexicon, level: str, task_flags: list[str]) -> dict[str, Any]:
+                   lexicon: Lexicon, level: str, task_flags: list[str]) -> TaskSummary:
     metric = task.spec.primary_metric
-    files = []
-    for s, score, flags in results:
-        files.append({"label": s.label, "source": s.source, "order": s.order, "primary": score.metrics[metric],
-                      "metrics": score.metrics, "flags": flags,
-                      "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source}})
-    best, last = select_file({"files": files}, "best"), select_file({"files": files}, "last")  # the one selector
-    return {
-        "task": task.spec.id, "model": model, "primary_metric": metric, "level": level,
-        "n_test": len(task.gt), "n_files": len(files), "files": files,
-        "best": best["label"], "last": last["label"],  # type: ignore[index]
-        "lexicon_sha256": lexicon.sha256, "task_fingerprint": task.spec.fingerprint,
-        "flags": task_flags,
-    }
+    files = [FileResult(label=s.label, source=s.source, order=s.order, primary=score.metrics[metric],
+                        metrics=score.metrics, flags=flags,
+                        extraction={"ov": s.ov_source, "sentiment": s.sentiment_source})
+             for s, score, flags in results]
+    summary = TaskSummary(task=task.spec.id, model=model, primary_metric=metric, level=level, n_test=len(task.gt),
+                          files=files, best="", last="", lexicon_sha256=lexicon.sha256,
+                          task_fingerprint=task.spec.fingerprint, flags=task_flags)
+    summary.best = summary.select("best").label  # type: ignore[union-attr]  (the leaderboard's selector)
+    summary.last = summary.select("last").label  # type: ignore[union-attr]
+    return summary
 
 
 # ---------------------------------------------------------------- the run
@@ -217,10 +214,11 @@ def check_model_folder(model_dir: Path, model: str, tasks: list[TaskSpec]) -> No
     for path in [model_dir / "run.json", *(model_dir / t / "summary.json" for t in (*TASKS, *EXTRA_TASKS))]:
         if path.is_file():
             try:
-                data = read_summary(path) if path.name == "summary.json" else json.loads(path.read_text("utf-8"))
+                data = (read_summary(path).to_json() if path.name == "summary.json"
+                        else json.loads(path.read_text("utf-8")))
             except (UserError, OSError, ValueError, RecursionError):
                 continue  # unreadable: named when the leaderboard is rebuilt
-            if isinstance(data, dict) and isinstance(data.get("model"), str):
+            if isinstance(data, dict) and isinstance(data.get("model"), str) and data["model"]:
                 owners.add(data["model"])
     others = sorted(owners - {model})
     if others:
@@ -359,18 +357,18 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
         results.append((s, score, flags))
         task_warnings.extend(warnings)
     summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
-    writes.append(("json", task_dir / "summary.json", summary))
+    writes.append(("json", task_dir / "summary.json", summary.to_json()))
     if config.log_samples == "best":
         writes.extend(selected_samples(task, sets, summary, config, lexicon, grouped, task_dir))
-    best = next(f for f in summary["files"] if f["label"] == summary["best"])
+    best = summary.select("best")
     logs = [f"[{spec.id}] {len(sets)} answer file(s); best {spec.primary_metric} "
-            f"{best['primary'] * 100:.2f} ({best['label']})"]
+            f"{best.primary * 100:.2f} ({best.label})"]  # type: ignore[union-attr]
     if not spec.in_benchmark or (grouping is not None and spec.family == "ov"):  # not in the leaderboard
-        for f in summary["files"]:
-            extra = (f"; grouping accuracy {f['metrics']['grouping_accuracy'] * 100:.2f}, recall "
-                     f"{f['metrics']['grouping_recall'] * 100:.2f}, average "
-                     f"{f['metrics']['grouping_average'] * 100:.2f}") if "grouping_average" in f["metrics"] else ""
-            logs.append(f"  {f['label']}: {spec.primary_metric} {f['primary'] * 100:.2f}{extra}")
+        for f in summary.files:
+            extra = (f"; grouping accuracy {f.metrics['grouping_accuracy'] * 100:.2f}, recall "
+                     f"{f.metrics['grouping_recall'] * 100:.2f}, average "
+                     f"{f.metrics['grouping_average'] * 100:.2f}") if "grouping_average" in f.metrics else ""
+            logs.append(f"  {f.label}: {spec.primary_metric} {f.primary * 100:.2f}{extra}")
     logs.extend(f"  warning: {w}" for w in dict.fromkeys(task_warnings))
     return TaskResult(TaskOutcome(spec.id, summary, task_warnings), writes, logs)
 
@@ -499,8 +497,8 @@ def finish_run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 3),
         "model": model, "adapter": adapter.describe(),
-        "tasks": {o.task: {"fingerprint": o.summary["task_fingerprint"], "best": o.summary["best"],
-                           "n_files": o.summary["n_files"]} for o in outcomes},
+        "tasks": {o.task: {"fingerprint": o.summary.task_fingerprint, "best": o.summary.best,
+                           "n_files": o.summary.n_files} for o in outcomes},
         "data_root": str(config.data_root),
         "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
         "level": config.level, "select": config.select,
