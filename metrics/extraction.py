@@ -9,6 +9,7 @@ chosen with ``--extractor NAME --extractor-args k=v,...``. A failed sample is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from unibench.errors import UserError
@@ -19,6 +20,17 @@ class NoOptions:
     pass
 
 
+@dataclass
+class ExtractionContext:
+    """What a run gives every extractor besides its own ``--extractor-args``."""
+
+    lexicon: Any = None                 # the emotion-wheel lexicon (the offline lexicon extractor needs it)
+    cache_dir: Path | None = None       # extraction cache folder (None: the default one)
+    use_cache: bool = True              # --no-cache turns it off
+    paper_sampling: bool = False        # --paper-sampling: the published sampling instead of greedy decoding
+    progress: bool | None = None        # None: a progress bar on a terminal only; False: never; True: always
+
+
 class Extractor:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -26,8 +38,14 @@ class Extractor:
     # False for extractors that are not the published LLM protocol: results say so.
     paper_protocol: ClassVar[bool] = True
 
-    def __init__(self, options: Any = None):
+    def __init__(self, options: Any = None, context: ExtractionContext | None = None):
         self.options = options if options is not None else self.Options()
+        context = context if context is not None else ExtractionContext()
+        self.lexicon = context.lexicon
+        self.cache_dir = Path(context.cache_dir) if context.cache_dir else None
+        self.use_cache = context.use_cache
+        self.paper_sampling = context.paper_sampling
+        self.progress = context.progress
 
     def identity(self) -> dict[str, Any]:
         """Backend, model, decoding, prompt hashes: recorded in every result."""
@@ -71,7 +89,4 @@ def make_extractor(name: str, args: str | None, **context: Any) -> Extractor:
         raise UserError(f"unknown extractor '{name}' (known: {known})")
     cls = EXTRACTORS[name]
     options = build_options(cls.Options, args, "--extractor-args", owner=f"extractor '{name}'")
-    ext = cls(options)
-    for key, value in context.items():  # e.g. lexicon, cache settings
-        setattr(ext, key, value)
-    return ext
+    return cls(options, ExtractionContext(**context))  # an unknown context key is a TypeError, never ignored

@@ -165,14 +165,10 @@ class LLMExtractor(Extractor):
     # keep calls small enough that a kill loses little.
     stream_chunk: ClassVar[int] = 8
 
-    # Set by the CLI through make_extractor(..., cache_dir=..., use_cache=..., paper_sampling=...).
-    cache_dir: Path | None = None
-    use_cache: bool = True
-    paper_sampling: bool = False
-    progress: bool | None = None      # None: tqdm shows the bar on a terminal only
+    # cache_dir, use_cache, paper_sampling, progress: from the run's ExtractionContext (Extractor.__init__)
 
-    def __init__(self, options: Any = None):
-        super().__init__(options)
+    def __init__(self, options: Any = None, context: Any = None):
+        super().__init__(options, context)
         # prompts: asked; distinct: different prompts this run; hits: answered by the on-disk cache;
         # misses: sent to the model and back (generated: answered; failed: no usable answer);
         # unfinished: to be generated, but the run stopped first (error, interrupt).

@@ -51,8 +51,8 @@ class HFExtractor(LLMExtractor):
     description = "transformers AutoModelForCausalLM + chat template, batched (CPU or GPU)"
     Options = HFOptions
 
-    def __init__(self, options: Any = None):
-        super().__init__(options)
+    def __init__(self, options: Any = None, context: Any = None):
+        super().__init__(options, context)
         if self.options.batch_size < 1:
             raise UserError(f"--extractor-args: batch_size must be at least 1, got {self.options.batch_size}")
         self._model: Any = None

@@ -264,7 +264,6 @@ class LexiconExtractor(Extractor):
                    "valence table for sentiment (not the published protocol)")
     Options = LexiconOptions
     paper_protocol = False
-    lexicon: Any = None  # set by make_extractor(..., lexicon=...)
 
     def _need_lexicon(self):
         if self.lexicon is None:

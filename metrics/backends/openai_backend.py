@@ -68,8 +68,8 @@ class OpenAIExtractor(LLMExtractor):
     description = "any OpenAI-compatible chat-completions server (key from an environment variable)"
     Options = OpenAIOptions
 
-    def __init__(self, options: Any = None):
-        super().__init__(options)
+    def __init__(self, options: Any = None, context: Any = None):
+        super().__init__(options, context)
         o = self.options
         if o.concurrency < 1:
             raise UserError(f"--extractor-args: concurrency must be at least 1, got {o.concurrency}")

@@ -127,9 +127,9 @@ class VLLMExtractor(LLMExtractor):
     description = "offline vLLM engine, whole run submitted at once (GPU; pip install 'mer-unibench[vllm]')"
     Options = VLLMOptions
 
-    def __init__(self, options: Any = None, engine: Any = None,
+    def __init__(self, options: Any = None, context: Any = None, engine: Any = None,
                  sampling_params: Callable[..., Any] | None = None):
-        super().__init__(options)
+        super().__init__(options, context)
         o = self.options
         if engine is None and importlib.util.find_spec("vllm") is None:
             raise MissingExtraError("vllm", "vllm", what="the 'vllm' extractor")
