@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from unibench.errors import UserError
 
@@ -34,6 +34,18 @@ class Sample:
     face: Path | None = None
 
 
+@dataclass(frozen=True)
+class ExtractionFailure:
+    """One sample whose extraction gave no usable answer: prompt A ('ov', scored as an empty prediction) or
+    prompt B ('sentiment', scored as unparsed)."""
+
+    prompt: Literal["ov", "sentiment"]
+    name: str
+
+    def __str__(self) -> str:  # how results files list it
+        return f"{self.prompt}:{self.name}"
+
+
 @dataclass
 class AnswerSet:
     """The answers of one model run (one answer file) for one task.
@@ -53,7 +65,7 @@ class AnswerSet:
     sentiment_source: str = ""
     warnings: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # e.g. failed-samples:N, partial:N/M (leaderboard)
-    extraction_failures: list[str] = field(default_factory=list)  # 'ov:<name>' / 'sentiment:<name>' (extractor gave None)
+    extraction_failures: list[ExtractionFailure] = field(default_factory=list)
     order: int = 0  # position among the task's answer files (for --select last)
     # name -> why its answer is unusable (not text: a number, list, dict, bytes, null): a failed sample, flagged
     rejected: dict[str, str] = field(default_factory=dict)

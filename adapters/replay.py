@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unibench.adapters.base import Adapter, AnswerSet, register_adapter
+from unibench.adapters.base import Adapter, AnswerSet, ExtractionFailure, register_adapter
 from unibench.answerfiles import (extraction_owner, is_answer_npz, read_answer_npz, read_answer_table,  # noqa: F401
                                   read_extraction_file, read_extraction_npz, read_provenance, split_answers)
 from unibench.errors import UserError
@@ -45,11 +45,11 @@ def attach_extractions(answer_set: AnswerSet, answer_path: Path) -> AnswerSet:
     if ov.is_file():
         answer_set.ov_labels, failed = read_extraction_file(ov, notes)
         answer_set.ov_source = source(ov, "ov")
-        answer_set.extraction_failures.extend(f"ov:{n}" for n in failed)
+        answer_set.extraction_failures.extend(ExtractionFailure("ov", n) for n in failed)
     if senti.is_file():
         answer_set.sentiments, failed = read_extraction_file(senti, notes)
         answer_set.sentiment_source = source(senti, "sentiment")
-        answer_set.extraction_failures.extend(f"sentiment:{n}" for n in failed)
+        answer_set.extraction_failures.extend(ExtractionFailure("sentiment", n) for n in failed)
     answer_set.warnings.extend(notes)
     for key, path in (("ov", ov), ("sentiment", senti)):
         entry = made_by.get(key) or {}

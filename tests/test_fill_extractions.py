@@ -46,7 +46,7 @@ def test_basic_task_fills_labels_in_split_order(tmp_path):
     report = fill_extractions(s, get_task("mer2023"), ext, output_dir=tmp_path / "out", names=["a", "b", "c", "d"])
     assert ext.ov_calls == [["happy", "sad", "FAIL"]] and ext.senti_calls == []  # 'd' has no answer; 'x' not in split
     assert s.ov_labels == {"a": "[HAPPY]", "b": "[SAD]", "c": ""}   # a failed sample scores as an empty prediction
-    assert s.extraction_failures == ["ov:c"] and s.ov_source == "extractor:scripted:m1"
+    assert [str(f) for f in s.extraction_failures] == ["ov:c"] and s.ov_source == "extractor:scripted:m1"
     assert s.sentiments is None
     saved = tmp_path / "out" / "answers-openset.npz"
     assert report["saved"] == [str(saved)] and s.extraction_source == str(saved)
@@ -83,7 +83,7 @@ def test_failures_on_a_sentiment_task(tmp_path):
     fill_extractions(s, get_task("cmumosi"), ext, output_dir=tmp_path / "out", names=["a", "b", "c"])
     assert ext.senti_calls == [["[BAD]", "[FINE]"]]  # no prompt B without prompt A's labels
     assert s.sentiments == {"a": "", "b": "", "c": "positive"}  # '' is unparsed: counts as 0
-    assert s.extraction_failures == ["ov:a", "sentiment:b"]
+    assert [str(f) for f in s.extraction_failures] == ["ov:a", "sentiment:b"]
 
 
 def test_authors_files_are_kept_and_never_overwritten(tmp_path):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from unibench.adapters.base import AnswerSet
+from unibench.adapters.base import AnswerSet, ExtractionFailure
 from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz  # noqa: F401  (re-exported)
 from unibench.taskdata import SENTIMENT, TaskSpec
 
@@ -42,7 +42,7 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
     """
     order = [n for n in (names if names is not None else answer_set.answers) if n in answer_set.answers]
     label = source_label(extractor)
-    failures: list[str] = []
+    failures: list[ExtractionFailure] = []
     report: dict[str, Any] = {"ov": 0, "sentiment": 0, "saved": []}
     new_ov = new_senti = False
 
@@ -51,7 +51,7 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
         ov: dict[str, str] = {}
         for name, value in zip(order, results):
             if value is None:
-                failures.append(f"ov:{name}")
+                failures.append(ExtractionFailure("ov", name))
                 ov[name] = ""  # scores as an empty prediction
             else:
                 ov[name] = str(value)
@@ -62,13 +62,13 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
 
     if spec.family == SENTIMENT and answer_set.sentiments is None:
         ov_labels = answer_set.ov_labels or {}
-        failed_a = {f[3:] for f in failures}
+        failed_a = {f.name for f in failures}
         todo = [n for n in order if n in ov_labels and n not in failed_a]
         results = extractor.extract_sentiment([ov_labels[n] for n in todo]) if todo else []
         senti: dict[str, str] = {n: "" for n in order if n in failed_a}  # no labels, no sentiment: unparsed (0)
         for name, value in zip(todo, results):
             if value is None:
-                failures.append(f"sentiment:{name}")
+                failures.append(ExtractionFailure("sentiment", name))
                 senti[name] = ""  # unparsed: counts as 0, as the scorer does for any other word
             else:
                 senti[name] = str(value)
@@ -136,7 +136,7 @@ def _write_provenance(stem: Path, extractor: Any, label: str, ov: bool, sentimen
         pass  # the npz files are there; only their provenance note is missing
 
 
-def _beside_target(source: str, spec: TaskSpec, failures: list[str], extractor: Any) -> Path | None:
+def _beside_target(source: str, spec: TaskSpec, failures: list[ExtractionFailure], extractor: Any) -> Path | None:
     """Where the published scripts look for extractions, when it is ours to write.
 
     A provenance note (``<answer>-extraction.json``) goes with them, so a

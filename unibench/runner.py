@@ -347,7 +347,7 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
             "level": config.level, "warnings": warnings, "flags": flags,
             "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source,
                            "extractor": extractor.identity() if extractor is not None else None,
-                           "failures": s.extraction_failures, "saved": s.extraction_source},
+                           "failures": [str(f) for f in s.extraction_failures], "saved": s.extraction_source},
             "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
             "task_fingerprint": spec.fingerprint,
             "grouping": grouping.identity() if grouping is not None and spec.family == "ov" else None,
