@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
-from unibench.errors import UserError
+from unibench.errors import UserError, log
 
 if TYPE_CHECKING:  # pragma: no cover
     from unibench.taskdata import TaskData
@@ -184,9 +184,7 @@ def _load_plugins() -> None:
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plug-in must not break the harness
-            import sys
-
-            print(f"warning: adapter plug-in '{ep.name}' failed to load: {exc}", file=sys.stderr)
+            log(f"warning: adapter plug-in '{ep.name}' failed to load: {exc}")
             continue
         if isinstance(obj, type) and issubclass(obj, Adapter) and obj.name not in ADAPTERS:
             ADAPTERS[obj.name] = obj

@@ -51,7 +51,6 @@ import argparse
 import math
 import re
 import struct
-import sys
 import tempfile
 import wave
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from unibench.adapters.base import Adapter, Sample, register_adapter
-from unibench.errors import UserError
+from unibench.errors import UserError, log
 from unibench.runtime import torch_device_dtype, user_text
 from unibench.media import MediaError, existing_file
 
@@ -258,8 +257,8 @@ class VideoLlamaAdapter(Adapter):
         elif str(_get(model_cfg, "vit_precision", "fp16")) != "fp32":  # their default: fp16
             precision = _get(model_cfg, "vit_precision", "fp16")
             model_cfg.vit_precision = "fp32"
-            print(f"note: video-llama on {self._device}: vit_precision {precision} -> fp32 (the EVA ViT in fp16 "
-                  "does not run on CPU)", file=sys.stderr, flush=True)
+            log(f"note: video-llama on {self._device}: vit_precision {precision} -> fp32 (the EVA ViT in fp16 "
+                "does not run on CPU)")
         if opts.audio:
             self._probe_audio_loader(load_audio)
         try:

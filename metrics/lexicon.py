@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from unibench.errors import UserError
+from unibench.errors import UserError, log
 from unibench.fileio import atomic_open
 from unibench.labels import string_to_list
 
@@ -321,7 +320,7 @@ def load_lexicon(folder: str | Path | None, cache_dir: Path | None = None, use_c
             problem = f"unreadable ({type(exc).__name__}: {str(exc)[:60]})"
         if problem:  # a broken cache is rebuilt, never trusted; a cache from another version silently so
             if problem != "another version":
-                print(f"note: lexicon cache {cache_path} was {problem}; rebuilt it", file=sys.stderr)
+                log(f"note: lexicon cache {cache_path} was {problem}; rebuilt it")
             data = None
     if data is None:
         data = build_mappings(folder)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 from unibench.strict import first_line  # noqa: F401  (re-exported)
 from unibench.errors import UserError
+from unibench.errors import log as _log
 from unibench.metrics.extraction import Extractor
 from unibench.labels import postprocess_llm_answer
 from unibench.prompts import (PROMPT_A_OV_LABELS, PROMPT_B_SENTIMENT, PROMPT_GROUPING, prompt_a, prompt_b,
@@ -382,5 +383,3 @@ class LLMExtractor(Extractor):
         """Free the model / client. Backends override."""
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

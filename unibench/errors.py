@@ -1,5 +1,12 @@
-"""User-facing errors: one line, no traceback, non-zero exit."""
+"""What the user reads: errors (one line, no traceback, non-zero exit) and messages on stderr."""
 from __future__ import annotations
+
+import sys
+
+
+def log(message: str) -> None:
+    """A message for the user (progress, notes, warnings) on stderr, flushed: the one helper for it."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class UserError(Exception):

@@ -14,11 +14,11 @@ beside the answers: a rerun extracts it again, the rest from the cache.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from unibench.adapters.base import AnswerSet, ExtractionFailure
+from unibench.errors import log
 from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz  # noqa: F401  (re-exported)
 from unibench.taskdata import SENTIMENT, TaskSpec
 
@@ -100,7 +100,7 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
             except OSError as exc:
                 if not is_beside:
                     raise
-                print(f"  note: could not save {path} beside the answers ({exc.strerror})", file=sys.stderr)
+                log(f"  note: could not save {path} beside the answers ({exc.strerror})")
                 continue
             saved.append(str(path))
     if beside is not None and any(s.startswith(str(beside)) for s in saved):

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from unibench.adapters.base import Adapter, AnswerRun, AnswerSet, Sample
 from unibench.errors import UserError
+from unibench.errors import log as say  # 'log' names the answer log here
 from unibench.prompts import (AFFECTGPT_DESCRIPTION_QUESTION, OVMER_BASELINE_WITH_SUBTITLE,
                                       OVMER_BASELINE_WITHOUT_SUBTITLE, prompt_hash)
 from unibench.answerfiles import write_name2reason
@@ -408,8 +409,7 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
 
         done_before = len(samples) - len(todo)
         if done_before:
-            print(f"[{spec.id}] resuming: {done_before} of {len(samples)} sample(s) already answered in {log_path}",
-                  file=sys.stderr, flush=True)
+            say(f"[{spec.id}] resuming: {done_before} of {len(samples)} sample(s) already answered in {log_path}")
         log = AnswerLog(log_path, valid_length)
         bar = tqdm(total=len(samples), initial=done_before, desc=f"[{spec.id}] {model}", unit="sample",
                    file=sys.stderr, dynamic_ncols=True, disable=not config.progress)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from unibench import __version__
 from unibench.adapters.base import Adapter, AnswerSet
-from unibench.errors import UserError
+from unibench.errors import UserError, log
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
 from unibench.results import (FileResult, TaskSummary, check_output_folder, printable, read_summary, safe_name,
@@ -57,10 +57,6 @@ class TaskOutcome:
     task: str
     summary: TaskSummary
     warnings: list[str]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- extraction

@@ -19,13 +19,12 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unibench.errors import UserError
+from unibench.errors import UserError, log
 
 SUITE_PATH = Path(__file__).with_name("suite.json")
 LAYOUT_VERSION = "1"          # bump when materialise() writes something different
@@ -179,7 +178,7 @@ def run_demo(args: argparse.Namespace) -> int:
     ignored = [flag for flag, value in (("--model", args.model), ("--data-root", args.data_root),
                                         ("--lexicon", args.lexicon)) if value]
     if ignored:
-        print(f"note: --demo uses its bundled suite; ignoring {', '.join(ignored)}", file=sys.stderr)
+        log(f"note: --demo uses its bundled suite; ignoring {', '.join(ignored)}")
     suite = load_suite()
     specs = resolve_tasks(getattr(args, "task", "all") or "all")
     absent = [s.id for s in specs if s.id not in suite["tasks"]]
@@ -193,7 +192,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.select not in ("best", "last"):   # the two demo models' answer files have different names
         raise UserError(f"--demo takes --select best or last, not '{args.select}'")
     select = args.select
-    print(f"== {BANNER}", file=sys.stderr)
+    log(f"== {BANNER}")
     rows: list[dict[str, str]] = []
     models = list(suite["models"])
     for model in models:
