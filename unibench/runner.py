@@ -5,7 +5,6 @@ extractions), so a bad input stops the run in seconds with one clear line.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -17,6 +16,7 @@ from typing import Any, Callable
 from unibench import __version__
 from unibench.adapters.base import Adapter, AnswerSet
 from unibench.errors import UserError, log
+from unibench.strict import read_json_file
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
 from unibench.results import (FileResult, TaskSummary, check_output_folder, printable, read_summary, safe_name,
@@ -206,17 +206,18 @@ def check_model_folder(model_dir: Path, model: str, tasks: list[TaskSpec]) -> No
     for spec in tasks:
         if (model_dir / spec.id).exists() and not (model_dir / spec.id).is_dir():
             raise UserError(f"{model_dir / spec.id} is a file, not a results folder; move it away")
-    owners = set()
+    owners: set[Any] = set()
     for path in [model_dir / "run.json", *(model_dir / t / "summary.json" for t in (*TASKS, *EXTRA_TASKS))]:
         if path.is_file():
             try:
-                data = (read_summary(path).to_json() if path.name == "summary.json"
-                        else json.loads(path.read_text("utf-8")))
-            except (UserError, OSError, ValueError, RecursionError):
+                if path.name == "summary.json":
+                    owners.add(read_summary(path).model)
+                else:
+                    data = read_json_file(path, "run metadata")
+                    owners.add(data.get("model") if isinstance(data, dict) else None)
+            except UserError:
                 continue  # unreadable: named when the leaderboard is rebuilt
-            if isinstance(data, dict) and isinstance(data.get("model"), str) and data["model"]:
-                owners.add(data["model"])
-    others = sorted(owners - {model})
+    others = sorted(o for o in owners - {model} if isinstance(o, str) and o)
     if others:
         raise UserError(f"{model_dir} holds the results of model '{others[0]}', whose name maps to the same "
                         f"folder as '{model}'; pass another name (--model-args name=...) or --output")
