@@ -134,25 +134,47 @@ def is_out_of_memory(exc: BaseException) -> bool:
                                    "insufficient memory", "not enough memory"))
 
 
-def format_stats(stats: dict[str, Any]) -> str:
-    """One terminal line: what the extraction cost and what the cache saved.
+@dataclass
+class ExtractionStats:
+    """What an LLM extractor did in this run. Only work that happened is counted.
 
-    Counts only work that happened: "generated" are prompts the model answered,
-    "failed" those it was asked and did not answer, "not done" those a stopped
-    run never got back.
+    prompts: asked; distinct: different prompts this run; hits: answered by the on-disk cache; misses: sent to
+    the model and back (generated: answered; failed: no usable answer); unfinished: to be generated, but the
+    run stopped first (error, interrupt); prompts_per_second: generated / seconds.
     """
-    pps = stats.get("prompts_per_second")
-    rate = f", {pps:.2f} prompts/s" if pps else ""
-    failed = f", {stats['failed']} failed" if stats.get("failed") else ""
-    unfinished = f", {stats['unfinished']} not done (the run stopped)" if stats.get("unfinished") else ""
-    return (f"extraction [{stats.get('backend', '?')}]: {stats['prompts']} prompts ({stats['distinct']} distinct): "
-            f"{stats['hits']} cache hits, {stats['generated']} generated in {stats['seconds']:.1f} s{rate}{failed}"
-            f"{unfinished}" + (f" (model load {stats['load_seconds']:.1f} s)" if stats.get("load_seconds") else ""))
+
+    backend: str
+    prompts: int = 0
+    distinct: int = 0
+    hits: int = 0
+    misses: int = 0
+    generated: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    seconds: float = 0.0
+    prompts_per_second: float | None = None
+    load_seconds: float = 0.0
+
+    def worth_reporting(self) -> bool:
+        """Whether any prompt was answered (cache or model) or tried: a run that failed before reports nothing."""
+        return bool(self.hits or self.generated or self.failed)
+
+    def line(self) -> str:
+        """One terminal line: what the extraction cost and what the cache saved."""
+        rate = f", {self.prompts_per_second:.2f} prompts/s" if self.prompts_per_second else ""
+        failed = f", {self.failed} failed" if self.failed else ""
+        unfinished = f", {self.unfinished} not done (the run stopped)" if self.unfinished else ""
+        return (f"extraction [{self.backend}]: {self.prompts} prompts ({self.distinct} distinct): "
+                f"{self.hits} cache hits, {self.generated} generated in {self.seconds:.1f} s{rate}{failed}"
+                f"{unfinished}" + (f" (model load {self.load_seconds:.1f} s)" if self.load_seconds else ""))
 
 
-def stats_worth_reporting(stats: dict[str, Any]) -> bool:
-    """Whether any prompt was answered (cache or model) or tried: a run that failed before that reports nothing."""
-    return bool(stats.get("hits") or stats.get("generated") or stats.get("failed"))
+def format_stats(stats: ExtractionStats) -> str:
+    return stats.line()
+
+
+def stats_worth_reporting(stats: ExtractionStats) -> bool:
+    return stats.worth_reporting()
 
 
 # ---------------------------------------------------------------- the base class
@@ -170,13 +192,7 @@ class LLMExtractor(Extractor):
 
     def __init__(self, options: Any = None, context: Any = None):
         super().__init__(options, context)
-        # prompts: asked; distinct: different prompts this run; hits: answered by the on-disk cache;
-        # misses: sent to the model and back (generated: answered; failed: no usable answer);
-        # unfinished: to be generated, but the run stopped first (error, interrupt).
-        # prompts_per_second: generated / seconds. Only work that happened is counted.
-        self.stats: dict[str, Any] = {"backend": self.name, "prompts": 0, "distinct": 0, "hits": 0, "misses": 0,
-                                      "generated": 0, "failed": 0, "unfinished": 0, "seconds": 0.0,
-                                      "prompts_per_second": None, "load_seconds": 0.0}
+        self.stats = ExtractionStats(backend=self.name)
         self.failure_reasons: Counter[str] = Counter()
         self._cache: Any = None
         self._cache_checked = False
@@ -286,10 +302,10 @@ class LLMExtractor(Extractor):
         cached = len(raw) - reused
         todo = [p for p in distinct if p not in raw]
         st = self.stats
-        st["prompts"] += len(prompts)
-        st["distinct"] += sum(keys[p] not in self._seen for p in distinct)
+        st.prompts += len(prompts)
+        st.distinct += sum(keys[p] not in self._seen for p in distinct)
         self._seen.update(keys.values())
-        st["hits"] += cached  # misses are counted as the model's answers come back (_generate_todo)
+        st.hits += cached  # misses are counted as the model's answers come back (_generate_todo)
         _log(f"extraction {what} [{self.name}:{model_id}]: {len(prompts)} prompts, {len(distinct)} distinct, "
              f"{reused} answered earlier in this run, {cached} cached, {len(todo)} to generate")
         if todo:
@@ -312,10 +328,10 @@ class LLMExtractor(Extractor):
         try:
             self.prepare()
         except BaseException:
-            st["unfinished"] += len(todo)
+            st.unfinished += len(todo)
             raise
         finally:
-            st["load_seconds"] = round(st.get("load_seconds", 0.0) + time.perf_counter() - loading, 3)
+            st.load_seconds = round(st.load_seconds + time.perf_counter() - loading, 3)
         failed = 0
         before = sum(self.failure_reasons.values())
         started = time.perf_counter()
@@ -348,13 +364,13 @@ class LLMExtractor(Extractor):
             bar.close()
             elapsed = time.perf_counter() - started
             # Only prompts that came back count; a stopped run's others are "unfinished", never "generated".
-            st["misses"] += done
-            st["generated"] += done - failed
-            st["failed"] += failed
-            st["unfinished"] += len(todo) - done
-            st["seconds"] = round(st["seconds"] + elapsed, 3)
-            st["prompts_per_second"] = round(st["generated"] / st["seconds"], 3) if st["generated"] and \
-                st["seconds"] > 0 else None
+            st.misses += done
+            st.generated += done - failed
+            st.failed += failed
+            st.unfinished += len(todo) - done
+            st.seconds = round(st.seconds + elapsed, 3)
+            st.prompts_per_second = round(st.generated / st.seconds, 3) if st.generated and \
+                st.seconds > 0 else None
         if failed:
             reasons = [r for r, _ in self.failure_reasons.most_common(3)]
             new = sum(self.failure_reasons.values()) - before

@@ -80,14 +80,14 @@ def test_hit_miss_and_dedup(tmp_path):
     first = ext.extract_ov(answers)
     assert first == ["[HAPPY, calm]", "[SAD, calm]", "[HAPPY, calm]", "[ANGRY, calm]", "[SAD, calm]", "[HAPPY, calm]"]
     assert reasons_of(ext.asked) == ["happy", "sad", "angry"]  # each distinct prompt once
-    assert {k: ext.stats[k] for k in ("prompts", "distinct", "hits", "misses", "generated", "failed")} == \
+    assert {k: getattr(ext.stats, k) for k in ("prompts", "distinct", "hits", "misses", "generated", "failed")} == \
         {"prompts": 6, "distinct": 3, "hits": 0, "misses": 3, "generated": 3, "failed": 0}
     ext.close()
 
     again = FakeLLM(tmp_path / "c")
     assert again.extract_ov(answers + ["calm"]) == first + ["[CALM, calm]"]
     assert reasons_of(again.asked) == ["calm"]
-    assert (again.stats["hits"], again.stats["misses"]) == (3, 1)
+    assert (again.stats.hits, again.stats.misses) == (3, 1)
     assert "3 cache hits, 1 generated" in format_stats(again.stats)
     ident = again.identity()
     assert ident["cache"] == str(tmp_path / "c" / DB_NAME)
@@ -106,14 +106,14 @@ def test_answers_are_reused_within_a_run_without_a_cache(tmp_path):
     ext.extract_ov(["a", "b"])
     assert ext.extract_ov(["b", "a", "c"]) == ["[B, calm]", "[A, calm]", "[C, calm]"]
     assert reasons_of(ext.asked) == ["a", "b", "c"]  # another checkpoint's identical answers are not re-sent
-    assert (ext.stats["prompts"], ext.stats["distinct"], ext.stats["hits"], ext.stats["misses"]) == (5, 3, 0, 3)
+    assert (ext.stats.prompts, ext.stats.distinct, ext.stats.hits, ext.stats.misses) == (5, 3, 0, 3)
     ext.close()
 
 
 def test_failed_and_empty_answers_are_never_cached(tmp_path):
     ext = FakeLLM(tmp_path / "c", fail={"x"}, empty={"y"})
     assert ext.extract_ov(["x", "y", "z", "x"]) == [None, None, "[Z, calm]", None]
-    assert ext.stats["failed"] == 2 and ext.stats["generated"] == 1
+    assert ext.stats.failed == 2 and ext.stats.generated == 1
     assert ext.failure_reasons["empty answer"] == 1
     ext.close()
     retry = FakeLLM(tmp_path / "c")
@@ -186,7 +186,7 @@ def test_two_processes_share_one_cache(tmp_path):
         assert cache.count() == 225  # the union, each prompt once
     ext = FakeLLM(tmp_path / "c")
     ext.extract_ov([f"w{i}" for i in range(225)])
-    assert ext.asked == [] and ext.stats["hits"] == 225
+    assert ext.asked == [] and ext.stats.hits == 225
     ext.close()
 
 

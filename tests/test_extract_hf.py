@@ -76,7 +76,7 @@ def test_end_to_end_garbage_output_parses(tiny_model, tmp_path):
     assert len(ov) == len(ANSWERS)
     assert all(isinstance(o, str) for o in ov)  # ignore_eos: six new tokens each, never empty
     assert ov[0] == ov[2]                       # the same prompt gives the same answer (sent once)
-    assert ext.stats["distinct"] == 5 and ext.stats["misses"] == 5 and ext.stats["failed"] == 0
+    assert ext.stats.distinct == 5 and ext.stats.misses == 5 and ext.stats.failed == 0
     for o in ov:
         labels = normalise_labels(o)            # garbage in, a list of strings out: never an exception
         assert isinstance(labels, list) and all(isinstance(x, str) for x in labels)
@@ -91,7 +91,7 @@ def test_end_to_end_garbage_output_parses(tiny_model, tmp_path):
     # A second extractor answers everything from the cache without loading the model.
     again = hf(tiny_model, tmp_path / "cache", ",ignore_eos=true")
     assert again.extract_ov(ANSWERS) == ov
-    assert again._model is None and again.stats["hits"] == 5 and again.stats["misses"] == 0
+    assert again._model is None and again.stats.hits == 5 and again.stats.misses == 0
     again.close()
 
 
@@ -108,8 +108,8 @@ def test_greedy_default_can_fail_samples_without_crashing(tiny_model):
     ext = hf(tiny_model, None)
     out = ext.extract_ov(ANSWERS)
     assert len(out) == len(ANSWERS)
-    assert ext.stats["generated"] + ext.stats["failed"] == 5
-    assert ext.stats["failed"] == sum(o is None for o in {a: o for a, o in zip(ANSWERS, out)}.values())
+    assert ext.stats.generated + ext.stats.failed == 5
+    assert ext.stats.failed == sum(o is None for o in {a: o for a, o in zip(ANSWERS, out)}.values())
     assert ext.identity()["decoding"] == {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0,
                                           "max_tokens": 6}
 

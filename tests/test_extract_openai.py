@@ -116,7 +116,7 @@ def test_scripted_answers_retries_and_failures(server, monkeypatch, capsys):
     assert hits == {"calm": 1, "rate": 2, "e500": 3, "hang": 2, "broken": 4, "nocontent": 4, "bad400": 1}
     rate = server.hits["rate"]
     assert rate[1] - rate[0] >= 0.38  # Retry-After: 0.4 was honoured (our own backoff is 0.01 s)
-    assert ext.stats["failed"] == 3 and ext.stats["generated"] == 4
+    assert ext.stats.failed == 3 and ext.stats.generated == 4
     assert any("HTTP 400: unknown parameter" in r for r in ext.failure_reasons)
     assert any("malformed response" in r for r in ext.failure_reasons)
 
@@ -190,9 +190,9 @@ def test_refused_connection_fails_fast_with_one_line(monkeypatch):
     assert f"http://127.0.0.1:{port}/v1" in msg and "start the server" in msg and "\n" not in msg
     # nothing came back: nothing is reported as done
     st = ext.stats
-    assert (st["prompts"], st["hits"], st["misses"], st["generated"], st["failed"], st["unfinished"]) == \
+    assert (st.prompts, st.hits, st.misses, st.generated, st.failed, st.unfinished) == \
         (5, 0, 0, 0, 0, 5)
-    assert st["prompts_per_second"] is None and not stats_worth_reporting(st)
+    assert st.prompts_per_second is None and not stats_worth_reporting(st)
     line = format_stats(st)
     assert "0 generated" in line and "5 not done" in line, line
     ext.close()
@@ -214,7 +214,7 @@ def test_a_server_that_goes_away_keeps_what_was_answered(monkeypatch, tmp_path):
         ext.extract_ov(["a", "c", "d", "e"])
     assert time.monotonic() - started < 5
     st = ext.stats
-    assert (st["hits"], st["misses"], st["generated"], st["failed"], st["unfinished"]) == (0, 2, 2, 0, 3)
+    assert (st.hits, st.misses, st.generated, st.failed, st.unfinished) == (0, 2, 2, 0, 3)
     assert stats_worth_reporting(st) and "2 generated" in format_stats(st) and "3 not done" in format_stats(st)
     ext.close()
 

@@ -128,7 +128,7 @@ def test_whole_run_streams_and_commits_as_requests_finish(tmp_path):
     engine = llm.llm_engine
     assert len(engine.added) == 20 and llm.generate_calls == []  # everything submitted at once, deduplicated
     assert engine.steps == 7
-    assert ext.stats["misses"] == 20 and ext.stats["hits"] == 0
+    assert ext.stats.misses == 20 and ext.stats.hits == 0
     ext.close()
     with ExtractionCache(tmp_path / "c") as cache:
         assert cache.count() == 20

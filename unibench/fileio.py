@@ -5,6 +5,7 @@ Leaf utilities: anything in the harness may import them.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,7 +40,14 @@ def printable(text: str) -> str:
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON (see :func:`atomic_open`); a name that is not valid UTF-8 is written with backslashes."""
     with atomic_open(path) as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False, default=str)
+        json.dump(data, fh, indent=1, ensure_ascii=False, default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses (e.g. extraction statistics) as their fields; anything else (paths, ...) as text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 @contextmanager
