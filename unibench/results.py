@@ -26,6 +26,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -154,6 +155,36 @@ class TaskSummary:
         summary.best = str(data.get("best") or summary.select("best").label)  # type: ignore[union-attr]
         summary.last = str(data.get("last") or summary.select("last").label)  # type: ignore[union-attr]
         return summary
+
+
+@dataclass
+class FileReport:
+    """Everything about one answer file of one task: ``<model>/<task>/<answer>.json``."""
+
+    task: str
+    model: str
+    answer_file: str
+    label: str
+    primary_metric: str
+    primary: float
+    metrics: dict[str, float]
+    per_wheel: dict[str, dict[str, float]]
+    counts: dict[str, int]
+    level: str
+    warnings: list[str]
+    flags: list[str]
+    extraction: dict[str, Any]          # ov / sentiment sources, extractor identity, failures, files saved
+    lexicon: dict[str, str]             # path, sha256
+    task_fingerprint: str
+    grouping: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FileReport":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def select_file(summary: TaskSummary, mode: str) -> FileResult | None:

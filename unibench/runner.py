@@ -19,7 +19,7 @@ from unibench.errors import UserError, log
 from unibench.strict import read_json_file
 from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
-from unibench.results import (FileResult, TaskSummary, check_output_folder, printable, read_summary, safe_name,
+from unibench.results import (FileReport, FileResult, TaskSummary, check_output_folder, printable, read_summary, safe_name,
                               update_leaderboard, update_run_metadata, write_json, write_samples_csv)
 from unibench.taskdata import SENTIMENT
 from unibench.tasks.base import EXTRA_TASKS, TASKS, TaskData, TaskSpec, load_task
@@ -337,18 +337,18 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
         if extractor_made(s, extractor) and not getattr(extractor, "paper_protocol", True):
             flags.append(f"extractor:{extractor.name}")
         base = task_dir / safe_name(s.label)
-        writes.append(("json", base.with_name(base.name + ".json"), {
-            "task": spec.id, "model": model, "answer_file": s.source, "label": s.label,
-            "primary_metric": spec.primary_metric, "primary": score.metrics[spec.primary_metric],
-            "metrics": score.metrics, "per_wheel": score.per_wheel, "counts": score.counts,
-            "level": config.level, "warnings": warnings, "flags": flags,
-            "extraction": {"ov": s.ov_source, "sentiment": s.sentiment_source,
-                           "extractor": extractor.identity() if extractor is not None else None,
-                           "failures": [str(f) for f in s.extraction_failures], "saved": s.extraction_source},
-            "lexicon": {"path": str(lexicon.folder), "sha256": lexicon.sha256},
-            "task_fingerprint": spec.fingerprint,
-            "grouping": grouping.identity() if grouping is not None and spec.family == "ov" else None,
-        }))
+        writes.append(("json", base.with_name(base.name + ".json"), FileReport(
+            task=spec.id, model=model, answer_file=s.source, label=s.label,
+            primary_metric=spec.primary_metric, primary=score.metrics[spec.primary_metric],
+            metrics=score.metrics, per_wheel=score.per_wheel, counts=score.counts,
+            level=config.level, warnings=warnings, flags=flags,
+            extraction={"ov": s.ov_source, "sentiment": s.sentiment_source,
+                        "extractor": extractor.identity() if extractor is not None else None,
+                        "failures": [str(f) for f in s.extraction_failures], "saved": s.extraction_source},
+            lexicon={"path": str(lexicon.folder), "sha256": lexicon.sha256},
+            task_fingerprint=spec.fingerprint,
+            grouping=grouping.identity() if grouping is not None and spec.family == "ov" else None,
+        ).to_json()))
         if config.log_samples == "all":
             writes.append(("csv", base.with_name(base.name + ".samples.csv"), score.samples))
         results.append((s, score, flags))
