@@ -112,7 +112,6 @@ def find_checkpoints(folder: Path, epochs: list[int] | None) -> list[Path]:
 
 @register_adapter
 class AffectGPTAdapter(Adapter):
-    name = "affectgpt"
     description = "AffectGPT (ICML 2025), natively from its released checkpoints (or answers=DIR to replay)"
     inputs: ClassVar[tuple[str, ...]] = ("face", "audio", "subtitle")
     Options = AffectGPTOptions

@@ -165,7 +165,12 @@ _ENTRY_POINTS_LOADED = False
 
 
 def register_adapter(cls: type[Adapter]) -> type[Adapter]:
-    """Class decorator: make an adapter available by its ``name``."""
+    """Class decorator: make an adapter available by its ``name`` (a built-in's comes from the catalog)."""
+    from unibench.adapters import catalog
+
+    builtin = catalog.name_of(cls)
+    if builtin is not None:
+        cls.name = builtin
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     ADAPTERS[cls.name] = cls

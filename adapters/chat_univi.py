@@ -208,7 +208,6 @@ PLAIN_MODEL_NAME = "unibench-plain"
 
 @register_adapter
 class ChatUniViAdapter(Adapter):
-    name = "chat-univi"
     description = "Chat-UniVi through its own repository (not on PyPI)"
     inputs = ("video", "subtitle")
     Options = ChatUniViOptions

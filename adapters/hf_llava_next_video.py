@@ -12,7 +12,6 @@ from unibench.adapters.hf_common import HFAdapter
 
 @register_adapter
 class LlavaNextVideoAdapter(HFAdapter):
-    name = "llava-next-video"
     description = "LLaVA-NeXT-Video (transformers or vLLM); path=llava-hf/LLaVA-NeXT-Video-7B-hf or a local copy"
     inputs = ("video", "subtitle")
     model_class = "LlavaNextVideoForConditionalGeneration"

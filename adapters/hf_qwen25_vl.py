@@ -12,7 +12,6 @@ from unibench.adapters.hf_common import HFAdapter
 
 @register_adapter
 class Qwen25VLAdapter(HFAdapter):
-    name = "qwen2.5-vl"
     description = "Qwen2.5-VL-Instruct on sampled frames (transformers or vLLM); path=Qwen/Qwen2.5-VL-7B-Instruct"
     inputs = ("video", "subtitle")
     model_class = "Qwen2_5_VLForConditionalGeneration"

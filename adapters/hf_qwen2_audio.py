@@ -12,7 +12,6 @@ from unibench.adapters.hf_common import HFAdapter
 
 @register_adapter
 class Qwen2AudioAdapter(HFAdapter):
-    name = "qwen2-audio"
     description = "Qwen2-Audio-Instruct (transformers or vLLM); path=Qwen/Qwen2-Audio-7B-Instruct or a local copy"
     inputs = ("audio", "subtitle")
     model_class = "Qwen2AudioForConditionalGeneration"

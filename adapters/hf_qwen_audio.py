@@ -66,7 +66,6 @@ def load_remote(path: str, options: QwenAudioOptions) -> tuple[Any, Any]:
 
 @register_adapter
 class QwenAudioAdapter(Adapter):
-    name = "qwen-audio"
     description = ("published Qwen-Audio-Chat (v1) via its remote code; needs trust_remote_code=true, tiktoken, "
                    "ffmpeg; path=a local Qwen/Qwen-Audio-Chat copy")
     inputs = ("audio", "subtitle")

@@ -18,7 +18,6 @@ _FALLBACK = "<|im_start|>user\n{media}{text}<|im_end|>\n<|im_start|>assistant\n"
 
 @register_adapter
 class Qwen25OmniAdapter(HFAdapter):
-    name = "qwen2.5-omni"
     description = "Qwen2.5-Omni thinker on frames + audio + subtitle (transformers or vLLM); path=Qwen/Qwen2.5-Omni-7B"
     inputs = ("video", "audio", "subtitle")
     model_class = "Qwen2_5OmniThinkerForConditionalGeneration"
@@ -33,7 +32,6 @@ class Qwen25OmniAdapter(HFAdapter):
 
 @register_adapter
 class Qwen3OmniAdapter(Qwen25OmniAdapter):
-    name = "qwen3-omni"
     description = ("Qwen3-Omni (MoE) thinker on frames + audio + subtitle (transformers or vLLM); "
                    "path=Qwen/Qwen3-Omni-30B-A3B-Instruct")
     model_class = "Qwen3OmniMoeThinkerForConditionalGeneration"

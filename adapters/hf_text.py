@@ -48,7 +48,6 @@ def build_prompt(tokenizer: Any, text: str, system: str = "") -> tuple[str, bool
 
 @register_adapter
 class HFTextAdapter(Adapter):
-    name = "hf-text"
     description = "any Hugging Face causal LM on the subtitle alone (text-only baseline; CPU is fine)"
     inputs = ("subtitle",)
     Options = HFTextOptions

@@ -11,7 +11,6 @@ from unibench.adapters.hf_common import HFAdapter
 
 @register_adapter
 class VideoLlavaAdapter(HFAdapter):
-    name = "video-llava"
     description = "Video-LLaVA (transformers); path=LanguageBind/Video-LLaVA-7B-hf or a local copy"
     inputs = ("video", "subtitle")
     model_class = "VideoLlavaForConditionalGeneration"

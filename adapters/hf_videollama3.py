@@ -13,7 +13,6 @@ from unibench.adapters.hf_common import HFAdapter
 
 @register_adapter
 class VideoLlama3Adapter(HFAdapter):
-    name = "videollama3"
     description = ("VideoLLaMA 3 (transformers); path=a checkpoint in transformers format, "
                    "e.g. lkhl/VideoLLaMA3-2B-Image-HF")
     inputs = ("video", "subtitle")

@@ -136,7 +136,6 @@ def request_body(messages: list[dict[str, Any]], opts: OpenAIAdapterOptions) -> 
 
 @register_adapter
 class OpenAIAdapter(Adapter):
-    name = "openai"
     description = ("any OpenAI-compatible multimodal chat endpoint: frames as images + subtitle "
                    "(visual=face: OpenFace crops; audio=true: input_audio); key from $OPENAI_API_KEY")
     inputs = ("video", "subtitle")

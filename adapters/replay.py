@@ -62,7 +62,6 @@ def attach_extractions(answer_set: AnswerSet, answer_path: Path) -> AnswerSet:
 
 @register_adapter
 class ReplayAdapter(Adapter):
-    name = "replay"
     description = "score existing answers (original results-<task>/<run>/*.npz layout, or JSONL/CSV)"
     inputs = ()
     Options = ReplayOptions

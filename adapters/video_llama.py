@@ -185,7 +185,6 @@ def is_installed() -> bool:
 
 @register_adapter
 class VideoLlamaAdapter(Adapter):
-    name = "video-llama"
     description = "Video-LLaMA through its own repository (not on PyPI; audio=true adds its audio branch)"
     inputs = ("video", "subtitle")
     Options = VideoLlamaOptions

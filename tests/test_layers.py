@@ -74,3 +74,16 @@ def test_the_rule_catches_a_forbidden_import(tmp_path):
     sample = tmp_path / "x.py"
     sample.write_text("def f():\n    from unibench.adapters.replay import read_extraction_npz\n")
     assert [layer_of(m) for _, m in unibench_imports(sample)] == ["adapters"]
+
+
+def test_a_builtin_adapter_is_named_in_one_place():
+    """The catalog names every built-in adapter; the class gets its name from there (never a second copy)."""
+    from unibench.adapters import catalog
+    from unibench.adapters.base import get_adapter
+
+    for name, entry in catalog.BUILTIN.items():
+        module, cls_name = entry.split(":")
+        cls = get_adapter(name)
+        assert (cls.__module__, cls.__qualname__, cls.name) == (f"unibench.adapters.{module}", cls_name, name)
+        source = (REPO / "adapters" / f"{module}.py").read_text(encoding="utf-8")
+        assert f'name = "{name}"' not in source, f"adapters/{module}.py names '{name}' a second time"
