@@ -51,6 +51,11 @@ class Extractor:
         """Backend, model, decoding, prompt hashes: recorded in every result."""
         return {"backend": self.name}
 
+    def source_label(self) -> str:
+        """How extracted labels name their origin in results, e.g. 'extractor:lexicon'."""
+        model = getattr(self.options, "model", None)  # options are each backend's own dataclass
+        return f"extractor:{self.name}" + (f":{model}" if model else "")
+
     def extract_ov(self, texts: Sequence[str]) -> list[str | None]:
         raise NotImplementedError
 

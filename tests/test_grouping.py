@@ -13,6 +13,7 @@ import pytest
 from fixtures import tiny_lexicon, tiny_lexicon_dir, write_csv, write_run, write_task  # noqa: F401  (fixtures)
 from unibench.cli import main
 from unibench.errors import UserError
+from unibench.metrics.extraction import Extractor
 from unibench.metrics.grouping import (grouping_scores, load_grouping_cache, merged_labels, parse_grouping,
                                        prepare_grouping, sample_scores, synonym_map)
 from unibench.prompts import PROMPT_GROUPING, prompt_grouping
@@ -20,13 +21,14 @@ from unibench.prompts import PROMPT_GROUPING, prompt_grouping
 REFERENCE = {"accuracy": 0.581777108433735, "recall": 0.4977911646586345, "average": 0.5397841365461847}
 
 
-class ScriptedLLM:
-    """Anything with generate(prompts) -> list[str | None] can group. Records what it was asked."""
+class ScriptedLLM(Extractor):
+    """An extractor whose generate(prompts) -> list[str | None] groups. Records what it was asked."""
 
     name = "scripted"
     paper_protocol = True
 
     def __init__(self, answer=None):
+        super().__init__()
         self.calls: list[list[str]] = []
         self.answer = answer or (lambda merged: repr([merged]))   # default: everything in one group
 

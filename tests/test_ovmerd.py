@@ -14,6 +14,7 @@ import pytest
 from fixtures import tiny_lexicon, tiny_lexicon_dir, write_answer_npz, write_csv  # noqa: F401  (fixtures)
 from unibench.cli import main
 from unibench.errors import UserError
+from unibench.metrics.extraction import Extractor
 from unibench.labels import normalise_labels
 from unibench.prompts import PROMPT_GROUPING
 from unibench.tasks import TASKS, get_task, resolve_tasks
@@ -105,13 +106,14 @@ def test_synthetic_ovmerd_grouping_with_a_scripted_llm(tmp_path, tiny_lexicon):
     assert result["grouping"]["extractor"] == {"backend": "first-letter"}
 
 
-class FirstLetterLLM:
+class FirstLetterLLM(Extractor):
     """A scripted 'LLM': groups the words of U by their first letter (sorted groups, sorted words)."""
 
     name = "first-letter"
     paper_protocol = True
 
     def __init__(self):
+        super().__init__()
         self.prompts: list[str] = []
         self.batches: list[list[str]] = []
 

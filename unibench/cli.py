@@ -107,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     adapter = make_adapter(args.model, args.model_args)
     data_root = resolve_data_root(args.data_root)
     lexicon = load_lexicon(args.lexicon, cache_dir=Path(args.lexicon_cache) if args.lexicon_cache else None)
+    from unibench.metrics.llm import LLMExtractor
+
     extractor = None
     if args.extractor:
         from unibench.metrics.extraction import make_extractor
@@ -131,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        progress=not args.no_progress, ov_metric=args.ov_metric,
                        grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
                        log_samples=args.log_samples, jobs=args.jobs,
-                       extra_metadata={"extraction_stats": getattr(extractor, "stats", None)} if extractor else {})
+                       extra_metadata={"extraction_stats": extractor.stats} if isinstance(extractor, LLMExtractor) else {})
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:

@@ -19,20 +19,13 @@ from typing import Any, Sequence
 
 from unibench.adapters.base import AnswerSet, ExtractionFailure
 from unibench.errors import log
+from unibench.metrics.extraction import Extractor
 from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz  # noqa: F401  (re-exported)
 from unibench.taskdata import SENTIMENT, TaskSpec
 
 
 
-def source_label(extractor: Any) -> str:
-    label = getattr(extractor, "source_label", None)
-    if callable(label):
-        return str(label())
-    model = getattr(getattr(extractor, "options", None), "model", None)
-    return f"extractor:{extractor.name}" + (f":{model}" if model else "")
-
-
-def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, output_dir: Path,
+def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Extractor, output_dir: Path,
                      names: Sequence[str] | None = None) -> dict[str, Any]:
     """Run prompt A (and prompt B for sentiment tasks) where the answer set lacks them.
 
@@ -41,7 +34,7 @@ def fill_extractions(answer_set: AnswerSet, spec: TaskSpec, extractor: Any, outp
     failures, where files were saved); the answer set is updated in place.
     """
     order = [n for n in (names if names is not None else answer_set.answers) if n in answer_set.answers]
-    label = source_label(extractor)
+    label = extractor.source_label()
     failures: list[ExtractionFailure] = []
     report: dict[str, Any] = {"ov": 0, "sentiment": 0, "saved": []}
     new_ov = new_senti = False
@@ -123,11 +116,11 @@ def _write_provenance(stem: Path, extractor: Any, label: str, ov: bool, sentimen
             data = {}
     if not isinstance(data, dict):
         data = {}
-    identity = extractor.identity() if hasattr(extractor, "identity") else {"backend": extractor.name}
+    identity = extractor.identity()
     for key, made in (("ov", ov), ("sentiment", sentiment)):
         if made:
             data[key] = {"source": label, "extractor": identity, "backend": extractor.name,
-                         "paper_protocol": bool(getattr(extractor, "paper_protocol", True))}
+                         "paper_protocol": extractor.paper_protocol}
     try:
         from unibench.results import write_json
 

@@ -272,9 +272,7 @@ def prepare_tasks(adapter: Adapter, config: RunConfig, extractor: Any, infer: Ca
     prepared = [prepare_task(adapter, config, extractor, infer, spec) for spec in config.tasks]
     if extractor is not None and any(sets is None or any(s.ov_labels is None or s.sentiments is None for s in sets)
                                      for _, sets in prepared):
-        preflight = getattr(extractor, "preflight", None)  # Extractor subclasses have it; test doubles may not
-        if callable(preflight):
-            preflight()  # e.g. the extraction server is there, before hours of inference
+        extractor.preflight()  # e.g. the extraction server is there, before hours of inference
     return prepared
 
 
@@ -334,7 +332,7 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
         if grouping is not None and spec.family == "ov":
             grouped[s.label] = grouping.add_to(task.gt, s.ov_labels or {}, score)
         warnings = s.warnings + warnings + [f"{s.label}: {w}" for w in score.warnings]
-        if extractor_made(s, extractor) and not getattr(extractor, "paper_protocol", True):
+        if extractor_made(s, extractor) and not extractor.paper_protocol:
             flags.append(f"extractor:{extractor.name}")
         base = task_dir / safe_name(s.label)
         writes.append(("json", base.with_name(base.name + ".json"), FileReport(
