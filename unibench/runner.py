@@ -396,13 +396,15 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
         infer: Callable[..., AnswerSet] | None = None) -> list[dict[str, str]]:
     """Run every task; write results; return the leaderboard rows.
 
-    The cyclic garbage collector is paused while answers are loaded and scored: they are many small
-    acyclic objects (strings, dicts, sets), which it would scan again and again for nothing.
+    For a replay the cyclic garbage collector is paused while answers are loaded and scored: they are many
+    small acyclic objects (strings, dicts, sets), which it would scan again and again for nothing. (Never
+    during a model's inference: long-lived model objects may hold cycles.)
     """
     import gc
 
-    paused = gc.isenabled()
-    gc.disable()
+    paused = gc.isenabled() and not adapter.generates
+    if paused:
+        gc.disable()
     try:
         return _run(adapter, config, lexicon, extractor, infer)
     finally:
