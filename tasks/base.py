@@ -12,8 +12,8 @@ from typing import Any
 from unibench.errors import UserError
 from unibench.labels import string_to_list
 from unibench.strict import kind as _kind
-from unibench.strict import read_csv_rows  # noqa: F401  (re-exported)
-from unibench.taskdata import FAMILY_METRIC, TaskData, TaskSpec, read_subtitles  # noqa: F401  (re-exported)
+from unibench.strict import read_csv_rows
+from unibench.taskdata import TaskData, TaskSpec
 
 TASKS: dict[str, TaskSpec] = {}          # the nine benchmark tasks
 EXTRA_TASKS: dict[str, TaskSpec] = {}    # tasks outside the benchmark (in_benchmark=False)

@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:
         if extractor is not None:
-            from unibench.metrics.llm import LLMExtractor, format_stats, stats_worth_reporting
+            from unibench.metrics.llm import format_stats, stats_worth_reporting
 
             # Only work that happened: a run stopped before any answer prints its error line alone.
             if isinstance(extractor, LLMExtractor) and stats_worth_reporting(extractor.stats):
@@ -155,7 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_data(args: argparse.Namespace) -> int:
     from unibench.tasks import resolve_tasks
-    from unibench.tasks.base import load_task, read_subtitles, resolve_data_root
+    from unibench.taskdata import read_subtitles
+    from unibench.tasks.base import load_task, resolve_data_root
 
     root = resolve_data_root(args.data_root)
     bad = 0

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from unibench.adapters.base import AnswerSet, ExtractionFailure
 from unibench.errors import log
 from unibench.metrics.extraction import Extractor
-from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz  # noqa: F401  (re-exported)
+from unibench.answerfiles import answer_stem, provenance_path, save_extraction_npz
 from unibench.taskdata import SENTIMENT, TaskSpec
 
 
