@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from unibench.labels import normalise_labels, sentiment_value
+from unibench.metrics.bootstrap import SampleScores, hit_scores, ov_sample_scores, sentiment_sample_scores
 from unibench.metrics.lexicon import Lexicon
+
+_NAN = float("nan")
 
 WHEEL_IDS = (1, 2, 3, 4, 5)
 
@@ -25,6 +28,8 @@ class TaskScore:
     samples: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # what each test sample contributes (bootstrap intervals, paired comparisons); see metrics.bootstrap
+    per_sample: SampleScores | None = None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -74,13 +79,20 @@ def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
     ``rows=False`` skips the per-sample rows (the numbers are the same): for answer files nobody logs."""
     hits: list[list[int]] = [[] for _ in WHEEL_IDS]
     out = []
+    per_sample: list[list[float]] = []
     mapper = mapper_for(lexicon, level)
     for name, label in gt.items():
         labels, p_sets = mapper(pred.get(name))
         _, g_sets = mapper(label)
+        sample = []
         for i in range(len(WHEEL_IDS)):
             if g_sets[i]:  # gt maps to nothing on this wheel: skipped, as published
-                hits[i].append(len(g_sets[i] & p_sets[i]))
+                hit = len(g_sets[i] & p_sets[i])
+                hits[i].append(hit)
+                sample.append(hit)
+            else:
+                sample.append(_NAN)
+        per_sample.append(sample)
         if rows:
             g_text, p_text = _texts(g_sets), _texts(p_sets)
             row: dict[str, Any] = {"name": name, "gt": label, "pred": "|".join(labels)}
@@ -91,7 +103,9 @@ def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
             out.append(row)
     per_wheel = {f"wheel{w}": {"hit_rate": _mean(hits[i]), "n_scored": len(hits[i])} for i, w in enumerate(WHEEL_IDS)}
     score = _mean([v["hit_rate"] for v in per_wheel.values()])
-    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)})
+    names = list(gt)
+    return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)},
+                     per_sample=hit_scores(names, per_sample, [n in pred for n in names]))
 
 
 def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
@@ -121,6 +135,7 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
     """
     y_true, y_pred, out = [], [], []
     unparsed = []
+    all_kept, all_true, all_pred = [], [], []
     for name, val in gt.items():
         answer = pred.get(name)
         value = sentiment_value(answer)
@@ -128,6 +143,9 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
             unparsed.append(name)
             value = 0
         kept = float(val) != 0
+        all_kept.append(kept)
+        all_true.append(float(val) > 0)
+        all_pred.append(value > 0)
         if kept:
             y_true.append(float(val) > 0)
             y_pred.append(value > 0)
@@ -143,7 +161,9 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
                         f"(e.g. {unparsed[0]}: {pred.get(unparsed[0])!r})")
     return TaskScore(metrics={"waf": weighted_f1(y_true, y_pred), "accuracy": acc}, samples=out,
                      counts={"n_samples": len(gt), "n_scored": len(y_true), "n_unparsed_sentiment": len(unparsed)},
-                     warnings=warnings)
+                     warnings=warnings,
+                     per_sample=sentiment_sample_scores(list(gt), all_kept, all_true, all_pred,
+                                                        [n in pred for n in gt]))
 
 
 def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, level: str = "level1",
@@ -152,8 +172,13 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
     precisions: list[list[float]] = [[] for _ in WHEEL_IDS]
     recalls: list[list[float]] = [[] for _ in WHEEL_IDS]
     out = []
+    sample_p: list[list[float]] = []
+    sample_r: list[list[float]] = []
     mapper = mapper_for(lexicon, level)
     for name, labels_gt in gt.items():
+        row_p, row_r = [_NAN] * len(WHEEL_IDS), [_NAN] * len(WHEEL_IDS)
+        sample_p.append(row_p)
+        sample_r.append(row_r)
         g_labels, g_sets = mapper(labels_gt)
         p_labels, p_sets = mapper(pred.get(name))
         row: dict[str, Any] = {"name": name, "gt": "|".join(g_labels), "pred": "|".join(p_labels)} if rows else {}
@@ -175,6 +200,7 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
                 row[f"precision_w{w}"], row[f"recall_w{w}"] = prec, rec
             precisions[i].append(prec)
             recalls[i].append(rec)
+            row_p[i], row_r[i] = prec, rec
         if rows:
             out.append(row)
     per_wheel = {}
@@ -183,4 +209,6 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
         F = 2 * P * R / (P + R) if P + R else 0.0
         per_wheel[f"wheel{w}"] = {"fscore": F, "precision": P, "recall": R, "n_scored": len(precisions[i])}
     metrics = {k: _mean([v[k] for v in per_wheel.values()]) for k in ("fscore", "precision", "recall")}
-    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)})
+    names = list(gt)
+    return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)},
+                     per_sample=ov_sample_scores(names, sample_p, sample_r, [n in pred for n in names]))

@@ -19,7 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LEAF = {"errors", "strict", "safe_npz", "media", "modelargs", "fileio", "answerfiles", "taskdata", "prompts",
         "labels", "runtime", "openai_http"}
-ORCHESTRATION = {"cli", "runner", "inference", "extract", "results", "demo"}
+ORCHESTRATION = {"cli", "runner", "inference", "extract", "results", "demo", "reports", "compare", "robustness",
+                 "closedset", "plots", "html"}
 FOLDERS = {"adapters", "metrics", "tasks"}
 
 

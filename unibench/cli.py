@@ -4,7 +4,9 @@
     run_bench --demo                      # offline demo suite, seconds, no GPU
     run_bench --check-data --data-root D
     run_bench --list-models | --list-tasks
-    run_bench report [--output DIR] [--paper]
+    run_bench report [--output DIR] [--paper] [--format md|latex|csv|json|html] [--reproduce MODEL]
+    run_bench compare A B [--output DIR] [--task ...]      # paired bootstrap comparison
+    run_bench robustness ANSWERS --lexicon A --lexicon B ...   # how rankings depend on protocol choices
     run_bench lexicon audit|explain|fetch ...
     run_bench grouping --gt CSV --pred CSV --synonym-cache DIR   # OV-MER synonym-grouping metric
 """
@@ -54,6 +56,15 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-samples", choices=("best", "all", "none"), default="best",
                    help="per-sample CSVs (<answer>.samples.csv): best (default: the answer file each task's "
                         "leaderboard row uses), all (every answer file), none")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples for the 95%% bootstrap interval of every answer file's scores (default 1000; "
+                        "0: no intervals); written to the per-file JSON and shown by 'run_bench report'")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
+    p.add_argument("--closed-set", choices=("none", "lexicon", "labels", "reason"), default="none",
+                   help="closed-set view of the basic tasks (one class per sample: accuracy, weighted F1, "
+                        "confusion matrix), beside the hit rate: 'labels' / 'reason' ask the LLM --extractor with "
+                        "the published closed-set prompts (on prompt A's labels / on the answer), 'lexicon' maps "
+                        "the extracted labels through the emotion wheel offline (flagged: not the published prompts)")
     g = p.add_argument_group("inference (models that generate answers)")
     g.add_argument("--question", default="affectgpt",
                    help="what each sample is asked: affectgpt (default, spec section 2), ovmer (OV-MER baseline "
@@ -116,8 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon, use_cache=not args.no_cache,
                                    cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                                    paper_sampling=args.paper_sampling, progress=False if args.no_progress else None)
-    if args.batch_size < 0 or (args.limit is not None and args.limit < 1) or args.jobs < 0:
-        raise UserError("--batch-size and --jobs must be 0 or more, --limit at least 1")
+    if args.batch_size < 0 or (args.limit is not None and args.limit < 1) or args.jobs < 0 or args.bootstrap < 0:
+        raise UserError("--batch-size, --jobs and --bootstrap must be 0 or more, --limit at least 1")
+    if args.bootstrap_seed < 0:
+        raise UserError("--bootstrap-seed must be 0 or more")
     infer = None
     if adapter.generates:
         from unibench.inference import apply_run_options, infer_task as infer, resolve_question
@@ -132,7 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
                        progress=not args.no_progress, ov_metric=args.ov_metric,
                        grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
-                       log_samples=args.log_samples, jobs=args.jobs,
+                       log_samples=args.log_samples, jobs=args.jobs, bootstrap=args.bootstrap,
+                       bootstrap_seed=args.bootstrap_seed, closed_set=args.closed_set,
                        extra_metadata={"extraction_stats": extractor.stats} if isinstance(extractor, LLMExtractor) else {})
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
@@ -238,39 +252,6 @@ def cmd_list_tasks() -> int:
     return 0
 
 
-def cmd_report(argv: list[str]) -> int:
-    from unibench.results import (LeaderboardProblem, check_output_folder, format_table, read_leaderboard,
-                                  read_paper_rows, rebuild_leaderboard)
-
-    p = ArgumentParser(prog="run_bench report", description="print the leaderboard")
-    p.add_argument("--output", default="results")
-    p.add_argument("--paper", action="store_true", help="include the published rows")
-    p.add_argument("--rebuild", action="store_true",
-                   help="rebuild leaderboard.csv from the summaries on disk (a bad old file is kept aside)")
-    args = p.parse_args(argv)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file, not a results folder")
-    path = output / "leaderboard.csv"
-    if args.rebuild:
-        check_output_folder(output)
-        notes: list[str] = []
-        rows = rebuild_leaderboard(output, notes)
-        for note in notes:
-            print(f"warning: {note}", file=sys.stderr)
-        print(f"rebuilt {path}: {len(rows)} row(s)", file=sys.stderr)
-    else:
-        try:
-            rows = read_leaderboard(path)
-        except LeaderboardProblem as exc:
-            raise UserError(f"{path}: {exc}; run_bench report --output {output} --rebuild keeps it aside and "
-                            "rebuilds it from the summaries on disk") from None
-    if not rows and not args.paper:
-        raise UserError(f"no leaderboard at {path}: run a model first")
-    print(format_table((read_paper_rows() if args.paper else []) + rows, highlight={r["model"] for r in rows}))
-    return 0
-
-
 def cmd_lexicon(argv: list[str]) -> int:
     from unibench.metrics import lexicon_tools
     from unibench.metrics.lexicon import load_lexicon
@@ -331,7 +312,17 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "lexicon":
             return cmd_lexicon(argv[1:])
         if argv and argv[0] == "report":
+            from unibench.reports import main as cmd_report
+
             return cmd_report(argv[1:])
+        if argv and argv[0] == "compare":
+            from unibench.compare import main as cmd_compare
+
+            return cmd_compare(argv[1:])
+        if argv and argv[0] == "robustness":
+            from unibench.robustness import main as cmd_robustness
+
+            return cmd_robustness(argv[1:])
         if argv and argv[0] == "grouping":
             from unibench.metrics.grouping import cli_main as cmd_grouping
 

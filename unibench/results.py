@@ -95,16 +95,22 @@ class FileResult:
     metrics: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     extraction: dict[str, str] = field(default_factory=dict)
+    interval: list[float] = field(default_factory=list)   # 95% bootstrap interval of ``primary`` ([] if none)
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "source": self.source, "order": self.order, "primary": self.primary,
-                "metrics": self.metrics, "flags": self.flags, "extraction": self.extraction}
+                "metrics": self.metrics, "flags": self.flags, "extraction": self.extraction,
+                "interval": self.interval}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "FileResult":
+        interval = data.get("interval") or []
+        ok = (isinstance(interval, list) and len(interval) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval))
         return cls(label=data["label"], source=str(data.get("source", "")), order=data["order"],
                    primary=float(data["primary"]), metrics=dict(data.get("metrics") or {}),
-                   flags=list(data.get("flags", [])), extraction=dict(data.get("extraction") or {}))
+                   flags=list(data.get("flags", [])), extraction=dict(data.get("extraction") or {}),
+                   interval=[float(v) for v in interval] if ok else [])
 
 
 @dataclass
@@ -177,6 +183,8 @@ class FileReport:
     lexicon: dict[str, str]             # path, sha256
     task_fingerprint: str
     grouping: dict[str, Any] | None = None
+    intervals: dict[str, Any] = field(default_factory=dict)     # metric -> bootstrap interval (metrics.bootstrap)
+    closed_set: dict[str, Any] | None = None                    # the closed-set view (unibench.closedset)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,6 +21,7 @@ from unibench.metrics.lexicon import Lexicon
 from unibench.metrics.scores import TaskScore, hit_rate, ov_scores, sentiment_scores
 from unibench.results import (FileReport, FileResult, TaskSummary, check_output_folder, printable, read_summary, safe_name,
                               update_leaderboard, update_run_metadata, write_json, write_samples_csv)
+from unibench.fileio import atomic_open
 from unibench.taskdata import SENTIMENT
 from unibench.tasks.base import EXTRA_TASKS, TASKS, TaskData, TaskSpec, load_task
 
@@ -48,6 +49,11 @@ class RunConfig:
     # per-sample CSVs: best (the answer file the leaderboard row uses, per task), all, none
     log_samples: str = "best"
     jobs: int = 0                         # replay: tasks scored in parallel processes; 0 = the free cores
+    # bootstrap intervals of every answer file's scores (resamples; 0: none) and their seed
+    bootstrap: int = 1000
+    bootstrap_seed: int = 0
+    # closed-set view of the basic tasks: none | lexicon (offline, flagged) | labels | reason (LLM prompts)
+    closed_set: str = "none"
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -142,6 +148,11 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
         score = ov_scores(task.gt, ov, lexicon, level, rows=rows)
     else:  # pragma: no cover - TaskSpec families are fixed
         raise UserError(f"[{task.spec.id}] unknown task family '{family}'")
+    if score.per_sample is not None:  # a paired comparison uses the samples both files really answered
+        import numpy as np
+
+        score.per_sample.answered = np.array([isinstance(s.answers.get(n), str) and bool(s.answers[n].strip())
+                                              for n in score.per_sample.names], dtype=bool)
     for row in score.samples:
         row["answer"] = s.answers.get(row["name"], "")
         if family != SENTIMENT:
@@ -170,13 +181,15 @@ def selected_samples(task: TaskData, sets: list[AnswerSet], summary: TaskSummary
     return writes
 
 
-def summarise_task(task: TaskData, model: str, results: list[tuple[AnswerSet, TaskScore, list[str]]],
+def summarise_task(task: TaskData, model: str,
+                   results: list[tuple[AnswerSet, TaskScore, list[str], dict[str, Any] | None]],
                    lexicon: Lexicon, level: str, task_flags: list[str]) -> TaskSummary:
     metric = task.spec.primary_metric
     files = [FileResult(label=s.label, source=s.source, order=s.order, primary=score.metrics[metric],
                         metrics=score.metrics, flags=flags,
-                        extraction={"ov": s.ov_source, "sentiment": s.sentiment_source})
-             for s, score, flags in results]
+                        extraction={"ov": s.ov_source, "sentiment": s.sentiment_source},
+                        interval=[interval["lo"], interval["hi"]] if interval else [])
+             for s, score, flags, interval in results]
     summary = TaskSummary(task=task.spec.id, model=model, primary_metric=metric, level=level, n_test=len(task.gt),
                           files=files, best="", last="", lexicon_sha256=lexicon.sha256,
                           task_fingerprint=task.spec.fingerprint, flags=task_flags)
@@ -313,6 +326,7 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
     task_warnings = list(task.warnings)
     task_flags = list(task.flags)
     grouped: dict[str, Any] = {}  # answer label -> its grouping score (OV tasks with --ov-metric grouping)
+    counts = None                 # the task's bootstrap resamples, shared by its answer files (paired)
     for s in sets:
         if extractor is not None:
             from unibench.extract import fill_extractions  # lazy: only runs that extract need it
@@ -335,6 +349,22 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
         if extractor_made(s, extractor) and not extractor.paper_protocol:
             flags.append(f"extractor:{extractor.name}")
         base = task_dir / safe_name(s.label)
+        intervals: dict[str, Any] = {}
+        if score.per_sample is not None:
+            writes.append(("npz", base.with_name(base.name + ".scores.npz"), score.per_sample.to_arrays()))
+            if config.bootstrap > 0 and score.per_sample.n:
+                from unibench.metrics import bootstrap
+
+                if counts is None or counts.shape[1] != score.per_sample.n:
+                    counts = bootstrap.resample_counts(score.per_sample.n, config.bootstrap, config.bootstrap_seed)
+                intervals = {m: iv.to_json() for m, iv in bootstrap.intervals(
+                    score.per_sample, config.bootstrap, config.bootstrap_seed, counts=counts).items()}
+        closed = None
+        if config.closed_set != "none" and spec.family == "basic":
+            from unibench.closedset import closed_set_view
+
+            closed = closed_set_view(task, s, config.closed_set, extractor, lexicon, config.level)
+            writes.append(("npz", base.with_name(base.name + ".closedset.npz"), closed.to_arrays()))
         writes.append(("json", base.with_name(base.name + ".json"), FileReport(
             task=spec.id, model=model, answer_file=s.source, label=s.label,
             primary_metric=spec.primary_metric, primary=score.metrics[spec.primary_metric],
@@ -346,10 +376,11 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
             lexicon={"path": str(lexicon.folder), "sha256": lexicon.sha256},
             task_fingerprint=spec.fingerprint,
             grouping=grouping.identity() if grouping is not None and spec.family == "ov" else None,
+            intervals=intervals, closed_set=closed.summary() if closed is not None else None,
         ).to_json()))
         if config.log_samples == "all":
             writes.append(("csv", base.with_name(base.name + ".samples.csv"), score.samples))
-        results.append((s, score, flags))
+        results.append((s, score, flags, intervals.get(spec.primary_metric)))
         task_warnings.extend(warnings)
     summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
     writes.append(("json", task_dir / "summary.json", summary.to_json()))
@@ -373,6 +404,11 @@ def write_task_result(result: TaskResult) -> TaskOutcome:
     for kind, path, payload in result.writes:
         if kind == "json":
             write_json(path, payload)
+        elif kind == "npz":  # per-sample score arrays: plain arrays, read back without pickle
+            import numpy as np
+
+            with atomic_open(path, "wb") as fh:
+                np.savez(fh, **payload)
         elif kind == "csv":
             write_samples_csv(path, payload)
         else:  # per-sample CSVs of other answer files, left by an earlier --log-samples all: never stale

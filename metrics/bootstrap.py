@@ -1,0 +1,281 @@
+"""Uncertainty of a score: per-sample score arrays, percentile bootstrap intervals, paired differences.
+
+A score of this benchmark is a statistic of its test samples (hit rate: per wheel a mean over the samples
+whose ground truth maps; WAF: weighted F1 of the kept samples; OV F: per wheel F of the mean precision
+and mean recall). To know how much it would move on another draw of test samples, the samples are
+resampled with replacement and the *same statistic* is recomputed on each resample, the way the point
+estimate is computed (so the OV F comes from resampled mean precision and recall, never from a mean of
+per-sample F values).
+
+Vectorised: a resample is a row of counts (how often each sample was drawn), so every resample of every
+per-wheel mean is one matrix product ``counts @ values``. The counts depend only on the number of samples
+and the seed, so every answer file of a task is resampled identically: intervals of two files (two
+checkpoints) are paired, and a paired difference is the difference of their replicates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_SEED = 0
+DEFAULT_LEVEL = 0.95
+KINDS = ("hit", "sentiment", "ov")          # basic tasks | sentiment tasks | open vocabulary
+KIND_OF_FAMILY = {"basic": "hit", "sentiment": "sentiment", "ov": "ov"}
+METHOD = "percentile bootstrap over test samples (resampled with replacement, statistic recomputed)"
+
+
+@dataclass
+class SampleScores:
+    """What each test sample contributes to a task's score, in the order of the test split.
+
+    ``hit``: ``hit`` (n, 5) hits per wheel, NaN where the ground truth maps to nothing on that wheel.
+    ``ov``: ``precision`` and ``recall`` (n, 5), NaN where the ground truth maps to nothing.
+    ``sentiment``: ``kept`` (n,) ground truth valence != 0, ``y_true`` / ``y_pred`` (n,) positive or not.
+    ``answered``: the answer file has a (text) answer for the sample; a paired comparison uses the samples
+    both files answered.
+    """
+
+    kind: str
+    names: list[str]
+    answered: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown sample-score kind {self.kind!r}")
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+    def subset(self, index: np.ndarray) -> "SampleScores":
+        return SampleScores(self.kind, [self.names[i] for i in index], self.answered[index],
+                            {k: v[index] for k, v in self.values.items()})
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """For ``np.savez`` (no object arrays: the file reads back without pickle)."""
+        return {"kind": np.array(self.kind), "names": np.array(self.names, dtype=str),
+                "answered": self.answered.astype(bool), **self.values}
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, Any]) -> "SampleScores":
+        kind = str(np.asarray(data["kind"]).item())
+        names = [str(n) for n in np.asarray(data["names"]).tolist()]
+        want = {"hit": ("hit",), "ov": ("precision", "recall"), "sentiment": ("kept", "y_true", "y_pred")}.get(kind)
+        if want is None:
+            raise ValueError(f"unknown sample-score kind {kind!r}")
+        values = {}
+        for key in want:
+            if key not in data:
+                raise ValueError(f"no '{key}' array")
+            values[key] = np.asarray(data[key])
+            if len(values[key]) != len(names):
+                raise ValueError(f"'{key}' has {len(values[key])} rows for {len(names)} names")
+        answered = np.asarray(data["answered"], dtype=bool)
+        if len(answered) != len(names):
+            raise ValueError(f"'answered' has {len(answered)} rows for {len(names)} names")
+        return cls(kind, names, answered, values)
+
+
+# ---------------------------------------------------------------- building them from per-sample lists
+
+def hit_scores(names: list[str], hits: list[list[float]], answered: list[bool]) -> SampleScores:
+    """``hits``: per sample five values, NaN for a wheel the ground truth does not map on."""
+    return SampleScores("hit", names, np.array(answered, dtype=bool),
+                        {"hit": np.array(hits, dtype=np.float64).reshape(len(names), 5)})
+
+
+def ov_sample_scores(names: list[str], precision: list[list[float]], recall: list[list[float]],
+                     answered: list[bool]) -> SampleScores:
+    return SampleScores("ov", names, np.array(answered, dtype=bool),
+                        {"precision": np.array(precision, dtype=np.float64).reshape(len(names), 5),
+                         "recall": np.array(recall, dtype=np.float64).reshape(len(names), 5)})
+
+
+def sentiment_sample_scores(names: list[str], kept: list[bool], y_true: list[bool], y_pred: list[bool],
+                            answered: list[bool]) -> SampleScores:
+    return SampleScores("sentiment", names, np.array(answered, dtype=bool),
+                        {"kept": np.array(kept, dtype=bool), "y_true": np.array(y_true, dtype=bool),
+                         "y_pred": np.array(y_pred, dtype=bool)})
+
+
+# ---------------------------------------------------------------- the statistics, on weighted samples
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (an empty mean is 0, as the scorer's)."""
+    out = np.zeros_like(num, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def statistics(scores: SampleScores, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every headline metric of ``scores`` under sample weights ``weights`` (R, n): R values per metric.
+
+    Weights of ones give the point estimate; bootstrap counts give the replicates."""
+    w = np.asarray(weights, dtype=np.float64)
+    if scores.kind == "hit":
+        hit = scores.values["hit"]
+        mask = ~np.isnan(hit)
+        per_wheel = _ratio(w @ np.where(mask, hit, 0.0), w @ mask.astype(np.float64))
+        return {"hit_rate": per_wheel.mean(axis=1)}
+    if scores.kind == "ov":
+        p, r = scores.values["precision"], scores.values["recall"]
+        mask = ~np.isnan(p)
+        den = w @ mask.astype(np.float64)
+        pm = _ratio(w @ np.where(mask, p, 0.0), den)
+        rm = _ratio(w @ np.where(mask, np.nan_to_num(r), 0.0), den)
+        f = _ratio(2 * pm * rm, pm + rm)
+        return {"fscore": f.mean(axis=1), "precision": pm.mean(axis=1), "recall": rm.mean(axis=1)}
+    kept, t, p = scores.values["kept"], scores.values["y_true"], scores.values["y_pred"]
+    cells = np.stack([kept & t & p, kept & t & ~p, kept & ~t & p, kept & ~t & ~p], axis=1).astype(np.float64)
+    tp, fn, fp, tn = (w @ cells).T                                 # positive class: tp, fn, fp; negative: tn
+    total = tp + fn + fp + tn
+    f_pos = _ratio(2 * tp, 2 * tp + fp + fn)
+    f_neg = _ratio(2 * tn, 2 * tn + fn + fp)
+    waf = _ratio((tp + fn) * f_pos + (tn + fp) * f_neg, total)
+    return {"waf": waf, "accuracy": _ratio(tp + tn, total)}
+
+
+def point_estimates(scores: SampleScores) -> dict[str, float]:
+    return {k: float(v[0]) for k, v in statistics(scores, np.ones((1, scores.n))).items()}
+
+
+def resample_counts(n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """(resamples, n): how often each of n samples is drawn in each resample (each row sums to n).
+
+    Depends only on (n, resamples, seed): every answer file of a task gets the same resamples."""
+    if n == 0:
+        return np.zeros((resamples, 0))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    draws += (np.arange(resamples) * n)[:, None]
+    return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+
+
+def replicates(scores: SampleScores, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+               counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of every headline metric: metric -> (resamples,)."""
+    if counts is None:
+        counts = resample_counts(scores.n, resamples, seed)
+    return statistics(scores, counts)
+
+
+def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Interval:
+    metric: str
+    estimate: float
+    lo: float
+    hi: float
+    level: float = DEFAULT_LEVEL
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "estimate": self.estimate, "lo": self.lo, "hi": self.hi,
+                "level": self.level, "resamples": self.resamples, "seed": self.seed, "method": METHOD}
+
+
+def intervals(scores: SampleScores, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+              level: float = DEFAULT_LEVEL, counts: np.ndarray | None = None) -> dict[str, Interval]:
+    """A percentile interval for every headline metric of one answer file."""
+    points = point_estimates(scores)
+    reps = replicates(scores, resamples, seed, counts)
+    return {m: Interval(m, points[m], *percentile_interval(reps[m], level), level=level, resamples=resamples,
+                        seed=seed) for m in points}
+
+
+# ---------------------------------------------------------------- paired comparisons and selection
+
+def align(a: SampleScores, b: SampleScores, answered_only: bool = True) -> tuple[SampleScores, SampleScores]:
+    """The samples both score arrays hold (and, by default, both answered), in ``a``'s order."""
+    if a.kind != b.kind:
+        raise ValueError(f"cannot pair a {a.kind} score with a {b.kind} score")
+    where_b = {n: i for i, n in enumerate(b.names)}
+    ia, ib = [], []
+    for i, n in enumerate(a.names):
+        j = where_b.get(n)
+        if j is not None and (not answered_only or (a.answered[i] and b.answered[j])):
+            ia.append(i)
+            ib.append(j)
+    return a.subset(np.array(ia, dtype=int)), b.subset(np.array(ib, dtype=int))
+
+
+@dataclass
+class PairedDifference:
+    metric: str
+    a: float
+    b: float
+    difference: float              # a - b
+    lo: float
+    hi: float
+    p_value: float
+    n: int
+    resamples: int
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def paired_difference(a: SampleScores, b: SampleScores, metric: str, resamples: int = DEFAULT_RESAMPLES,
+                      seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL,
+                      answered_only: bool = True) -> PairedDifference:
+    """a - b on the samples both have, with its paired bootstrap interval and a two-sided p-value.
+
+    Both are resampled with the same counts. The p-value is the share of replicates of the difference,
+    shifted to mean zero (the null of no difference), at least as far from zero as the observed one:
+    (1 + #{|d* - d| >= |d|}) / (1 + resamples)."""
+    a2, b2 = align(a, b, answered_only)
+    pa, pb = point_estimates(a2)[metric], point_estimates(b2)[metric]
+    counts = resample_counts(a2.n, resamples, seed)
+    d_star = replicates(a2, counts=counts)[metric] - replicates(b2, counts=counts)[metric]
+    d = pa - pb
+    lo, hi = percentile_interval(d_star, level)
+    extreme = int(np.sum(np.abs(d_star - d_star.mean()) >= abs(d) - 1e-12))
+    p = (1 + extreme) / (1 + resamples)
+    return PairedDifference(metric, pa, pb, d, lo, hi, min(1.0, p), a2.n, resamples, seed)
+
+
+@dataclass
+class Selection:
+    """What best-of-N costs: the spread of N answer files of one task and how much of the best is selection."""
+
+    metric: str
+    n_files: int
+    best: float
+    median: float
+    worst: float
+    spread: float                  # best - worst
+    expected_max_gain: float       # E[max over files] - mean under no real difference between files
+    best_minus_median: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def selection_cost(files: list[SampleScores], metric: str, resamples: int = DEFAULT_RESAMPLES,
+                   seed: int = DEFAULT_SEED) -> Selection:
+    """Best, median and spread of the files' scores, and the gain expected from picking the best of N files
+    that do not really differ: each file's bootstrap replicates are centred on its own estimate (sampling
+    noise only; shared resamples keep the files' correlation), and the gain is the mean over resamples of
+    the largest centred deviation. A best-of-N row sits that much above a typical file by chance alone."""
+    points = np.array([point_estimates(f)[metric] for f in files])
+    gain = 0.0
+    if len(files) > 1 and all(f.n == files[0].n and f.names == files[0].names for f in files):
+        counts = resample_counts(files[0].n, resamples, seed)
+        reps = np.stack([replicates(f, counts=counts)[metric] for f in files])   # (files, resamples)
+        gain = float(np.mean(np.max(reps - reps.mean(axis=1, keepdims=True), axis=0)))
+    elif len(files) > 1:  # different sample sets: resample each on its own (independent noise)
+        reps = np.stack([replicates(f, resamples, seed + i)[metric] for i, f in enumerate(files)])
+        gain = float(np.mean(np.max(reps - reps.mean(axis=1, keepdims=True), axis=0)))
+    return Selection(metric, len(files), float(points.max()), float(np.median(points)), float(points.min()),
+                     float(points.max() - points.min()), gain, float(points.max() - np.median(points)))
