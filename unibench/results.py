@@ -98,9 +98,11 @@ class FileResult:
     interval: list[float] = field(default_factory=list)   # 95% bootstrap interval of ``primary`` ([] if none)
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "source": self.source, "order": self.order, "primary": self.primary,
-                "metrics": self.metrics, "flags": self.flags, "extraction": self.extraction,
-                "interval": self.interval}
+        out = {"label": self.label, "source": self.source, "order": self.order, "primary": self.primary,
+               "metrics": self.metrics, "flags": self.flags, "extraction": self.extraction}
+        if self.interval:  # --bootstrap 0 writes the summary as before
+            out["interval"] = self.interval
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "FileResult":
