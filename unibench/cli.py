@@ -127,6 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         extractor = make_extractor(args.extractor, args.extractor_args, lexicon=lexicon, use_cache=not args.no_cache,
                                    cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                                    paper_sampling=args.paper_sampling, progress=False if args.no_progress else None)
+    if args.closed_set in ("labels", "reason") and not isinstance(extractor, LLMExtractor):
+        from unibench.closedset import NO_LLM
+
+        raise UserError(NO_LLM.format(mode=args.closed_set))  # before any task is scored
     if args.batch_size < 0 or (args.limit is not None and args.limit < 1) or args.jobs < 0 or args.bootstrap < 0:
         raise UserError("--batch-size, --jobs and --bootstrap must be 0 or more, --limit at least 1")
     if args.bootstrap_seed < 0:
