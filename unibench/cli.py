@@ -357,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory (an input far larger than expected? see 'what the harness guarantees' in "
               "the README for the input limits)", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # before OSError, its base class: `run_bench report | head` is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # a file system problem the checks could not foresee (disk full, permissions)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
@@ -364,9 +367,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
 
 
 if __name__ == "__main__":
