@@ -199,6 +199,7 @@ def run_demo(args: argparse.Namespace) -> int:
         adapter = ReplayAdapter(ReplayOptions(path=data / "answers" / model, name=model))
         config = RunConfig(tasks=specs, data_root=data / "dataset", output=output, select=select,
                            level=args.level, allow_count_mismatch=True,
+                           closed_set="lexicon",  # the report shows the closed-set view (offline mapping, flagged)
                            extra_metadata={"demo": "invented data, not MER-UniBench results"})
         rows = run(adapter, config, lexicon)
     shown = [r for r in rows if r["model"] in models]
@@ -210,6 +211,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print("=" * 100)
     print(format_table(shown, highlight=set(models)))
     print(f"\nleaderboard: {output / 'leaderboard.csv'}  (demo data: {data}; lexicon {lexicon.short_hash})")
+    from unibench.reports import report_data, write_html
+
+    page = write_html(report_data(output, paper=True), output, output / "report.html")
+    print(f"report:      {page}  (one HTML page: table with 95% intervals, plots, worst samples, provenance; "
+          f"also: run_bench report --output {output} --format md|latex|csv|json)")
     print("Real data: run_bench --model replay --model-args path=DIR --data-root DIR --lexicon DIR "
           "(see the README)")
     return 0
