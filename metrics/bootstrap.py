@@ -62,22 +62,44 @@ class SampleScores:
 
     @classmethod
     def from_arrays(cls, data: Mapping[str, Any]) -> "SampleScores":
-        kind = str(np.asarray(data["kind"]).item())
-        names = [str(n) for n in np.asarray(data["names"]).tolist()]
+        """Read back what :meth:`to_arrays` wrote; ValueError saying what is wrong with anything else
+        (these files sit in a results folder anyone may have edited)."""
+        kind = str(np.asarray(data["kind"]).item()) if "kind" in data else ""
         want = {"hit": ("hit",), "ov": ("precision", "recall"), "sentiment": ("kept", "y_true", "y_pred")}.get(kind)
         if want is None:
             raise ValueError(f"unknown sample-score kind {kind!r}")
+        raw_names = np.asarray(data["names"]) if "names" in data else np.array([])
+        if raw_names.ndim != 1 or (raw_names.size and raw_names.dtype.kind != "U"):
+            raise ValueError("'names' is not a list of text")
+        names = [str(n) for n in raw_names.tolist()]
+        n = len(names)
         values = {}
         for key in want:
             if key not in data:
                 raise ValueError(f"no '{key}' array")
-            values[key] = np.asarray(data[key])
-            if len(values[key]) != len(names):
-                raise ValueError(f"'{key}' has {len(values[key])} rows for {len(names)} names")
-        answered = np.asarray(data["answered"], dtype=bool)
-        if len(answered) != len(names):
-            raise ValueError(f"'answered' has {len(answered)} rows for {len(names)} names")
-        return cls(kind, names, answered, values)
+            value = np.asarray(data[key])
+            if len(value) != n:
+                raise ValueError(f"'{key}' has {len(value)} rows for {n} names")
+            if kind == "sentiment":
+                if value.ndim != 1 or value.dtype.kind not in "biu" or (value.size and not np.isin(value, (0, 1)).all()):
+                    raise ValueError(f"'{key}' is not one true/false value per sample")
+                value = value.astype(bool)
+            else:
+                if value.shape != (n, 5) or value.dtype.kind not in "fiu":
+                    raise ValueError(f"'{key}' is not five numbers per sample")
+                value = value.astype(np.float64)
+                known = value[~np.isnan(value)]
+                top = np.inf if key == "hit" else 1.0
+                if known.size and not ((known >= 0) & (known <= top) & np.isfinite(known)).all():
+                    raise ValueError(f"'{key}' holds values outside {'0..' if key == 'hit' else '[0, 1]'}"
+                                     f"{'' if key != 'hit' else ' (finite)'}")
+            values[key] = value
+        if kind == "ov" and not np.array_equal(np.isnan(values["precision"]), np.isnan(values["recall"])):
+            raise ValueError("'precision' and 'recall' are missing for different samples")
+        answered = np.asarray(data["answered"]) if "answered" in data else None
+        if answered is None or answered.ndim != 1 or len(answered) != n or answered.dtype.kind not in "biu":
+            raise ValueError("'answered' is not one true/false value per sample")
+        return cls(kind, names, answered.astype(bool), values)
 
 
 # ---------------------------------------------------------------- building them from per-sample lists

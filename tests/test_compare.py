@@ -138,7 +138,11 @@ def test_missing_or_malformed_scores_say_rerun(results, tmp_path, capsys):
     assert str(npz) in err and "rerun --task mer2023" in err
     np.savez(npz, kind=np.array("hit"), names=np.array(["a", "b"]), answered=np.ones(2, bool), hit=np.ones(2))
     err = run_error(capsys, f"affectgpt:{BEST}", f"affectgpt:{EARLY}", "--output", str(copy))
-    assert "'hit' has shape (2,)" in err and "rerun --task mer2023" in err
+    assert "'hit' is not five numbers per sample" in err and "rerun --task mer2023" in err
+    np.savez(npz, kind=np.array("hit"), names=np.array(["a", "b"]), answered=np.ones(2, bool),
+             hit=np.full((2, 5), np.inf))
+    err = run_error(capsys, f"affectgpt:{BEST}", f"affectgpt:{EARLY}", "--output", str(copy))
+    assert "'hit' holds values outside" in err and str(npz) in err
 
 
 # ---------------------------------------------------------------- independent checks on invented data

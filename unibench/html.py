@@ -440,7 +440,7 @@ def _robustness(output: Path, draw: Callable[[list[str], list[list[float]], str]
         return ""
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         return f'<h2>Robustness</h2><p class="note">{_e(path)} could not be read ({_e(exc)}).</p>'
     if not isinstance(found, dict):
         return ""
