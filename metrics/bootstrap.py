@@ -137,24 +137,34 @@ def statistics(scores: SampleScores, weights: np.ndarray) -> dict[str, np.ndarra
     """Every headline metric of ``scores`` under sample weights ``weights`` (R, n): R values per metric.
 
     Weights of ones give the point estimate; bootstrap counts give the replicates."""
+    return {k: v[:, 0] for k, v in batch_statistics([scores], weights).items()}
+
+
+def batch_statistics(files: list[SampleScores], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`statistics` of several answer files over the same samples at once: metric -> (R, files).
+
+    The files' arrays sit side by side, so each statistic is one matrix product for all of them."""
     w = np.asarray(weights, dtype=np.float64)
-    if scores.kind == "hit":
-        hit = scores.values["hit"]
+    kind, n, k = files[0].kind, files[0].n, len(files)
+    if kind == "hit":
+        hit = np.stack([f.values["hit"] for f in files], axis=1)                    # (n, files, 5)
         mask = ~np.isnan(hit)
-        per_wheel = _ratio(w @ np.where(mask, hit, 0.0), w @ mask.astype(np.float64))
-        return {"hit_rate": per_wheel.mean(axis=1)}
-    if scores.kind == "ov":
-        p, r = scores.values["precision"], scores.values["recall"]
+        num = w @ np.where(mask, hit, 0.0).reshape(n, -1)
+        per_wheel = _ratio(num, w @ mask.reshape(n, -1).astype(np.float64)).reshape(-1, k, 5)
+        return {"hit_rate": per_wheel.mean(axis=2)}
+    if kind == "ov":
+        p = np.stack([f.values["precision"] for f in files], axis=1)
+        r = np.stack([f.values["recall"] for f in files], axis=1)
         mask = ~np.isnan(p)
-        den = w @ mask.astype(np.float64)
-        pm = _ratio(w @ np.where(mask, p, 0.0), den)
-        rm = _ratio(w @ np.where(mask, np.nan_to_num(r), 0.0), den)
+        den = w @ mask.reshape(n, -1).astype(np.float64)
+        pm = _ratio(w @ np.where(mask, p, 0.0).reshape(n, -1), den).reshape(-1, k, 5)
+        rm = _ratio(w @ np.where(mask, np.nan_to_num(r), 0.0).reshape(n, -1), den).reshape(-1, k, 5)
         f = _ratio(2 * pm * rm, pm + rm)
-        return {"fscore": f.mean(axis=1), "precision": pm.mean(axis=1), "recall": rm.mean(axis=1)}
-    kept, t, p = scores.values["kept"], scores.values["y_true"], scores.values["y_pred"]
-    cells = np.stack([kept & t & p, kept & t & ~p, kept & ~t & p, kept & ~t & ~p], axis=1).astype(np.float64)
-    tp, fn, fp, tn = (w @ cells).T                                 # positive class: tp, fn, fp; negative: tn
-    total = tp + fn + fp + tn
+        return {"fscore": f.mean(axis=2), "precision": pm.mean(axis=2), "recall": rm.mean(axis=2)}
+    kept, t, p = (np.stack([f.values[key] for f in files], axis=1) for key in ("kept", "y_true", "y_pred"))
+    cells = np.stack([kept & t & p, kept & t & ~p, kept & ~t & p, kept & ~t & ~p], axis=1)    # (n, 4, files)
+    tp, fn, fp, tn = np.moveaxis((w @ cells.reshape(n, -1).astype(np.float64)).reshape(-1, 4, k), 1, 0)
+    total = tp + fn + fp + tn                                       # positive class: tp, fn, fp; negative: tn
     f_pos = _ratio(2 * tp, 2 * tp + fp + fn)
     f_neg = _ratio(2 * tn, 2 * tn + fn + fp)
     waf = _ratio((tp + fn) * f_pos + (tn + fp) * f_neg, total)
@@ -218,10 +228,31 @@ class Interval:
 def intervals(scores: SampleScores, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
               level: float = DEFAULT_LEVEL, counts: np.ndarray | None = None) -> dict[str, Interval]:
     """A percentile interval for every headline metric of one answer file."""
-    points = point_estimates(scores)
-    reps = replicates(scores, resamples, seed, counts)
-    return {m: Interval(m, points[m], *percentile_interval(reps[m], level), level=level, resamples=resamples,
-                        seed=seed) for m in points}
+    return task_intervals([scores], resamples, seed, level, counts)[0]
+
+
+def task_intervals(files: list[SampleScores], resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                   level: float = DEFAULT_LEVEL, counts: np.ndarray | None = None) -> list[dict[str, Interval]]:
+    """:func:`intervals` of every answer file of a task, computed together (the same resamples for all:
+    paired) when the files hold the same samples in the same order, else one by one. Same numbers either way."""
+    if not files:
+        return []
+    first = files[0]
+    if any(f.kind != first.kind or f.names != first.names for f in files[1:]):
+        return [task_intervals([f], resamples, seed, level, counts)[0] for f in files]
+    if counts is None or counts.shape != (resamples, first.n):
+        counts = resample_counts(first.n, resamples, seed)
+    points = batch_statistics(files, np.ones((1, first.n)))
+    reps = batch_statistics(files, counts)
+    alpha = (1.0 - level) / 2
+    out: list[dict[str, Interval]] = [{} for _ in files]
+    for metric, values in reps.items():
+        ordered = np.sort(values, axis=0)
+        for i in range(len(files)):
+            out[i][metric] = Interval(metric, float(points[metric][0, i]), _quantile(ordered[:, i], alpha),
+                                      _quantile(ordered[:, i], 1.0 - alpha), level=level, resamples=resamples,
+                                      seed=seed)
+    return out
 
 
 # ---------------------------------------------------------------- paired comparisons and selection

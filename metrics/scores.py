@@ -68,12 +68,18 @@ def mapper_for(lexicon: Lexicon, level: str) -> _Mapper:
     return mapper
 
 
+def _answered(answered: Sequence[bool] | None, pred: Mapping[str, Any], names: list[str]) -> Sequence[bool]:
+    """Which samples were answered (for paired comparisons): as the caller knows it (the answer file), else
+    the samples that have a prediction."""
+    return answered if answered is not None else [n in pred for n in names]
+
+
 def _texts(sets: list[set[str]]) -> list[str]:
     return ["|".join(sorted(s)) for s in sets]
 
 
 def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
-             level: str = "level1", rows: bool = True) -> TaskScore:
+             level: str = "level1", rows: bool = True, answered: Sequence[bool] | None = None) -> TaskScore:
     """Basic tasks: per wheel, mean |mapped gt ∩ mapped prediction| over samples whose gt maps.
 
     ``rows=False`` skips the per-sample rows (the numbers are the same): for answer files nobody logs."""
@@ -84,14 +90,11 @@ def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
     for name, label in gt.items():
         labels, p_sets = mapper(pred.get(name))
         _, g_sets = mapper(label)
-        sample = []
-        for i in range(len(WHEEL_IDS)):
-            if g_sets[i]:  # gt maps to nothing on this wheel: skipped, as published
-                hit = len(g_sets[i] & p_sets[i])
-                hits[i].append(hit)
-                sample.append(hit)
-            else:
-                sample.append(_NAN)
+        # gt maps to nothing on a wheel: that wheel skips the sample (NaN here), as published
+        sample = [len(g & p) if g else _NAN for g, p in zip(g_sets, p_sets)]
+        for i, g in enumerate(g_sets):
+            if g:
+                hits[i].append(sample[i])
         per_sample.append(sample)
         if rows:
             g_text, p_text = _texts(g_sets), _texts(p_sets)
@@ -105,7 +108,7 @@ def hit_rate(gt: Mapping[str, str], pred: Mapping[str, Any], lexicon: Lexicon,
     score = _mean([v["hit_rate"] for v in per_wheel.values()])
     names = list(gt)
     return TaskScore(metrics={"hit_rate": score}, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)},
-                     per_sample=hit_scores(names, per_sample, [n in pred for n in names]))
+                     per_sample=hit_scores(names, per_sample, _answered(answered, pred, names)))
 
 
 def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
@@ -126,7 +129,7 @@ def weighted_f1(y_true: Sequence[bool], y_pred: Sequence[bool]) -> float:
 
 
 def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels: Mapping[str, Any] | None = None,
-                     rows: bool = True) -> TaskScore:
+                     rows: bool = True, answered: Sequence[bool] | None = None) -> TaskScore:
     """Sentiment tasks: WAF and accuracy on samples whose gt valence is not 0.
 
     Prompt B's answer is positive=1, negative=-1, neutral=0; anything else is
@@ -163,11 +166,11 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
                      counts={"n_samples": len(gt), "n_scored": len(y_true), "n_unparsed_sentiment": len(unparsed)},
                      warnings=warnings,
                      per_sample=sentiment_sample_scores(list(gt), all_kept, all_true, all_pred,
-                                                        [n in pred for n in gt]))
+                                                        _answered(answered, pred, list(gt))))
 
 
 def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, level: str = "level1",
-              rows: bool = True) -> TaskScore:
+              rows: bool = True, answered: Sequence[bool] | None = None) -> TaskScore:
     """Open vocabulary: per wheel mean precision and recall, F from the means; then mean over wheels."""
     precisions: list[list[float]] = [[] for _ in WHEEL_IDS]
     recalls: list[list[float]] = [[] for _ in WHEEL_IDS]
@@ -211,4 +214,4 @@ def ov_scores(gt: Mapping[str, Any], pred: Mapping[str, Any], lexicon: Lexicon, 
     metrics = {k: _mean([v[k] for v in per_wheel.values()]) for k in ("fscore", "precision", "recall")}
     names = list(gt)
     return TaskScore(metrics=metrics, per_wheel=per_wheel, samples=out, counts={"n_samples": len(gt)},
-                     per_sample=ov_sample_scores(names, sample_p, sample_r, [n in pred for n in names]))
+                     per_sample=ov_sample_scores(names, sample_p, sample_r, _answered(answered, pred, names)))

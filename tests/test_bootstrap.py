@@ -178,3 +178,37 @@ def test_a_replay_writes_intervals_and_score_arrays(shared_data, tmp_path):
 
     with open(out0 / "leaderboard.csv", newline="") as fh:
         assert next(csv.DictReader(fh))["mer2023"] == "78.54"
+
+
+@pytest.mark.parametrize("kind", ["hit", "ov", "sentiment"])
+def test_a_task_s_files_computed_together_equal_one_by_one(kind, rng):
+    n, k = 73, 4
+    names = [f"s{i}" for i in range(n)]
+    files = []
+    for _ in range(k):
+        if kind == "hit":
+            hit = rng.integers(0, 3, size=(n, 5)).astype(float)
+            hit[:5, 2] = np.nan
+            files.append(bs.hit_scores(names, hit.tolist(), [True] * n))
+        elif kind == "ov":
+            p, r = rng.random((n, 5)), rng.random((n, 5))
+            p[:4], r[:4] = np.nan, np.nan
+            files.append(bs.ov_sample_scores(names, p.tolist(), r.tolist(), [True] * n))
+        else:
+            files.append(bs.sentiment_sample_scores(names, (rng.random(n) > 0.1).tolist(),
+                                                    (rng.random(n) > 0.5).tolist(), (rng.random(n) > 0.5).tolist(),
+                                                    [True] * n))
+    together = bs.task_intervals(files, RESAMPLES, SEED)
+    for f, batch in zip(files, together):
+        alone = bs.intervals(f, RESAMPLES, SEED)
+        assert batch.keys() == alone.keys()
+        for metric in alone:
+            assert (batch[metric].estimate, batch[metric].lo, batch[metric].hi) == pytest.approx(
+                (alone[metric].estimate, alone[metric].lo, alone[metric].hi), abs=1e-12)
+            assert batch[metric].estimate == pytest.approx(bs.point_estimates(f)[metric], abs=1e-12)
+    # files over different samples are done one by one, with the same result
+    other = bs.SampleScores(files[0].kind, names[::-1], files[0].answered[::-1],
+                            {key: v[::-1] for key, v in files[0].values.items()})
+    mixed = bs.task_intervals([files[1], other], RESAMPLES, SEED)
+    assert mixed[0]["hit_rate" if kind == "hit" else ("fscore" if kind == "ov" else "waf")].lo == pytest.approx(
+        together[1]["hit_rate" if kind == "hit" else ("fscore" if kind == "ov" else "waf")].lo, abs=1e-12)

@@ -139,20 +139,18 @@ def score_answer_set(task: TaskData, s: AnswerSet, lexicon: Lexicon, level: str 
     if s.rejected:  # a non-text answer is a failed sample: empty prediction, whatever a side file says
         ov = {n: v for n, v in ov.items() if n not in s.rejected}
         sentiments = {n: v for n, v in sentiments.items() if n not in s.rejected}
+    # answered: a text answer that is not blank (a paired comparison uses the samples both files answered)
+    answers = s.answers
+    answered = [isinstance(a, str) and a != "" and not a.isspace() for a in map(answers.get, task.gt)]
     family = task.spec.family
     if family == "basic":
-        score = hit_rate(task.gt, ov, lexicon, level, rows=rows)
+        score = hit_rate(task.gt, ov, lexicon, level, rows=rows, answered=answered)
     elif family == SENTIMENT:
-        score = sentiment_scores(task.gt, sentiments, ov, rows=rows)
+        score = sentiment_scores(task.gt, sentiments, ov, rows=rows, answered=answered)
     elif family == "ov":
-        score = ov_scores(task.gt, ov, lexicon, level, rows=rows)
+        score = ov_scores(task.gt, ov, lexicon, level, rows=rows, answered=answered)
     else:  # pragma: no cover - TaskSpec families are fixed
         raise UserError(f"[{task.spec.id}] unknown task family '{family}'")
-    if score.per_sample is not None:  # a paired comparison uses the samples both files really answered
-        import numpy as np
-
-        score.per_sample.answered = np.array([isinstance(s.answers.get(n), str) and bool(s.answers[n].strip())
-                                              for n in score.per_sample.names], dtype=bool)
     for row in score.samples:
         row["answer"] = s.answers.get(row["name"], "")
         if family != SENTIMENT:
@@ -326,7 +324,6 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
     task_warnings = list(task.warnings)
     task_flags = list(task.flags)
     grouped: dict[str, Any] = {}  # answer label -> its grouping score (OV tasks with --ov-metric grouping)
-    counts = None                 # the task's bootstrap resamples, shared by its answer files (paired)
     for s in sets:
         if extractor is not None:
             from unibench.extract import fill_extractions  # lazy: only runs that extract need it
@@ -349,23 +346,15 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
         if extractor_made(s, extractor) and not extractor.paper_protocol:
             flags.append(f"extractor:{extractor.name}")
         base = task_dir / safe_name(s.label)
-        intervals: dict[str, Any] = {}
         if score.per_sample is not None:
             writes.append(("npz", base.with_name(base.name + ".scores.npz"), score.per_sample.to_arrays()))
-            if config.bootstrap > 0 and score.per_sample.n:
-                from unibench.metrics import bootstrap
-
-                if counts is None or counts.shape[1] != score.per_sample.n:
-                    counts = bootstrap.resample_counts(score.per_sample.n, config.bootstrap, config.bootstrap_seed)
-                intervals = {m: iv.to_json() for m, iv in bootstrap.intervals(
-                    score.per_sample, config.bootstrap, config.bootstrap_seed, counts=counts).items()}
         closed = None
         if config.closed_set != "none" and spec.family == "basic":
             from unibench.closedset import closed_set_view
 
             closed = closed_set_view(task, s, config.closed_set, extractor, lexicon, config.level)
             writes.append(("npz", base.with_name(base.name + ".closedset.npz"), closed.to_arrays()))
-        writes.append(("json", base.with_name(base.name + ".json"), FileReport(
+        report = FileReport(
             task=spec.id, model=model, answer_file=s.source, label=s.label,
             primary_metric=spec.primary_metric, primary=score.metrics[spec.primary_metric],
             metrics=score.metrics, per_wheel=score.per_wheel, counts=score.counts,
@@ -376,13 +365,17 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
             lexicon={"path": str(lexicon.folder), "sha256": lexicon.sha256},
             task_fingerprint=spec.fingerprint,
             grouping=grouping.identity() if grouping is not None and spec.family == "ov" else None,
-            intervals=intervals, closed_set=closed.summary() if closed is not None else None,
-        ).to_json()))
+            closed_set=closed.summary() if closed is not None else None)
+        writes.append(("json", base.with_name(base.name + ".json"), report))  # to JSON once intervals are in
         if config.log_samples == "all":
             writes.append(("csv", base.with_name(base.name + ".samples.csv"), score.samples))
-        results.append((s, score, flags, intervals.get(spec.primary_metric)))
+        results.append((s, score, flags, report))
         task_warnings.extend(warnings)
-    summary = summarise_task(task, model, results, lexicon, config.level, task_flags)
+    add_intervals([r for _, _, _, r in results], [sc.per_sample for _, sc, _, _ in results], config)
+    writes = [(kind, path, payload.to_json() if isinstance(payload, FileReport) else payload)
+              for kind, path, payload in writes]
+    summary = summarise_task(task, model, [(s, sc, fl, r.intervals.get(spec.primary_metric))
+                                           for s, sc, fl, r in results], lexicon, config.level, task_flags)
     writes.append(("json", task_dir / "summary.json", summary.to_json()))
     if config.log_samples == "best":
         writes.extend(selected_samples(task, sets, summary, config, lexicon, grouped, task_dir))
@@ -397,6 +390,21 @@ def score_task(task: TaskData, sets: list[AnswerSet], model: str, model_dir: Pat
             logs.append(f"  {f.label}: {spec.primary_metric} {f.primary * 100:.2f}{extra}")
     logs.extend(f"  warning: {w}" for w in dict.fromkeys(task_warnings))
     return TaskResult(TaskOutcome(spec.id, summary, task_warnings), writes, logs)
+
+
+def add_intervals(reports: list[FileReport], per_sample: list[Any], config: RunConfig) -> None:
+    """Bootstrap intervals of every answer file of a task, computed together (the same resamples for all
+    files: their intervals are paired), into each file's report."""
+    if config.bootstrap <= 0:
+        return
+    todo = [(r, ps) for r, ps in zip(reports, per_sample) if ps is not None and ps.n]
+    if not todo:
+        return
+    from unibench.metrics.bootstrap import task_intervals
+
+    found = task_intervals([ps for _, ps in todo], config.bootstrap, config.bootstrap_seed)
+    for (report, _), intervals in zip(todo, found):
+        report.intervals = {m: iv.to_json() for m, iv in intervals.items()}
 
 
 def write_task_result(result: TaskResult) -> TaskOutcome:
@@ -437,15 +445,30 @@ def run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any = 
     during a model's inference: long-lived model objects may hold cycles.)
     """
     import gc
+    from contextlib import nullcontext
 
     paused = gc.isenabled() and not adapter.generates
     if paused:
         gc.disable()
     try:
-        return _run(adapter, config, lexicon, extractor, infer)
+        with (one_blas_thread() if not adapter.generates else nullcontext()):
+            return _run(adapter, config, lexicon, extractor, infer)
     finally:
         if paused:
             gc.enable()
+
+
+def one_blas_thread() -> Any:
+    """A replay's only linear algebra is the bootstrap's small matrix products; BLAS threads there cost more
+    than they give, and in parallel scoring processes they compete for the same cores (measured: 2.9 s of
+    CPU instead of 1.5 s on a 77k-answer replay). threadpoolctl comes with scikit-learn."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn (a dependency) brings it
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any,
