@@ -460,11 +460,21 @@ def _robustness(output: Path, draw: Callable[[list[str], list[list[float]], str]
 
 # ---------------------------------------------------------------- the page
 
-def render_html(data: dict[str, Any], output: Path, report_path: Path) -> Path:
-    """Write the report of ``data`` (built from the results folder ``output``) as one HTML file."""
+def render_html(data: dict[str, Any], output: Path, report_path: Path, plot_folder: Path | None = None) -> Path:
+    """Write the report of ``data`` (built from the results folder ``output``) as one HTML file; with
+    ``plot_folder``, the plots it embeds are also written there as PNG files (``<name>.png``)."""
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise UserError("the report data has no 'rows' list (expected schema unibench-report/1)")
     plots_html, plots = _plots(data)
+    if plot_folder is not None and plots:
+        from unibench.fileio import atomic_open
+
+        for name, png in plots.items():
+            try:
+                with atomic_open(Path(plot_folder) / f"{name}.png", "wb") as fh:
+                    fh.write(png)
+            except OSError as exc:
+                raise UserError(f"cannot write {Path(plot_folder) / name}.png ({exc.strerror or exc})") from None
     from unibench.plots import rank_agreement
     body = "\n".join([_header(data), "<h2>Leaderboard</h2>", _leaderboard(data), plots_html,
                       _drilldown(data, Path(output), plots), _provenance(data),

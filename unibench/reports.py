@@ -458,7 +458,7 @@ def write_html(data: dict[str, Any], output: Path, report_path: Path) -> Path:
             raise
         raise UserError("--format html needs unibench/html.py (render_html), which this installation lacks; "
                         "use --format md or latex") from None
-    return render_html(_rounded(data), output, report_path)
+    return render_html(_rounded(data), output, report_path, plot_folder=report_path.with_name("report-plots"))
 
 
 # ================================================================ reproduction
@@ -725,7 +725,9 @@ def main(argv: list[str]) -> int:
         raise UserError(f"no leaderboard at {output / 'leaderboard.csv'}: run a model first")
     if args.format == "html":
         path = write_html(data, output, Path(args.to) if args.to else output / "report.html")
-        print(f"wrote {path}", file=sys.stderr)
+        plots = path.with_name("report-plots")
+        print(f"wrote {path}" + (f" (plots also as PNG files in {plots}/)" if plots.is_dir() else ""),
+              file=sys.stderr)
         return 0
     _emit(RENDERERS[args.format](data), args.to)
     return 0
