@@ -180,7 +180,7 @@ def test_reproduction_refusals_are_one_line(affectgpt, capsys):
 def test_html_is_handed_to_unibench_html(affectgpt, capsys, monkeypatch, tmp_path):
     seen = {}
 
-    def render_html(data, output, report_path):
+    def render_html(data, output, report_path, plot_folder=None):
         seen.update(data=data, output=output, path=report_path)
         return report_path
 

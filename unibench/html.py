@@ -467,8 +467,6 @@ def render_html(data: dict[str, Any], output: Path, report_path: Path, plot_fold
         raise UserError("the report data has no 'rows' list (expected schema unibench-report/1)")
     plots_html, plots = _plots(data)
     if plot_folder is not None and plots:
-        from unibench.fileio import atomic_open
-
         for name, png in plots.items():
             try:
                 with atomic_open(Path(plot_folder) / f"{name}.png", "wb") as fh:
