@@ -278,3 +278,15 @@ def test_markdown_escapes_a_pipe_in_a_name(demo, capsys, tmp_path):
                      encoding="utf-8")
     rc, out, _ = report(capsys, output, "--format", "md")
     assert rc == 0 and "| hand\\|entered | published | 60.00 | -- |" in out   # a row without results on disk
+
+
+def test_html_report_writes_the_page_and_its_plots_as_png(affectgpt, capsys, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plots extra (matplotlib) is not installed")
+    page = tmp_path / "out" / "report.html"
+    code, _, err = report(capsys, affectgpt, "--format", "html", "--paper", "--to", str(page))
+    assert code == 0 and f"wrote {page}" in err
+    html = page.read_text(encoding="utf-8")
+    assert "78.54" in html and "81.30" in html and "https://" not in html
+    pngs = sorted(p.name for p in (tmp_path / "out" / "report-plots").glob("*.png"))
+    assert pngs == ["affectgpt-epochs.png", "affectgpt-wheels.png", "task_bars.png"]
+    assert all((tmp_path / "out" / "report-plots" / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in pngs)
