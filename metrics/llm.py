@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
 from unibench.strict import first_line  # noqa: F401  (re-exported)
 from unibench.errors import UserError
@@ -179,6 +179,13 @@ def stats_worth_reporting(stats: ExtractionStats) -> bool:
 
 # ---------------------------------------------------------------- the base class
 
+class GenerationPool(Protocol):
+    """Generates an extractor's prompts elsewhere (e.g. on Ray actors, each holding a copy of the extractor):
+    ``(index into prompts, raw answer or None)`` groups as they finish, like ``generate_stream``."""
+
+    def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]: ...
+
+
 class LLMExtractor(Extractor):
     """Base of the LLM backends. Subclasses set ``name`` and ``Options`` and implement ``generate``."""
 
@@ -198,6 +205,9 @@ class LLMExtractor(Extractor):
         self._cache_checked = False
         self._answered: dict[str, str] = {}  # cache key -> raw answer, this run (works with --no-cache too)
         self._seen: set[str] = set()
+        # Where prompts are generated: None = this process (generate_stream); or a pool of copies of this
+        # extractor elsewhere (unibench.ray_executor, --executor ray). Dedup, cache and statistics stay here.
+        self.generation_pool: GenerationPool | None = None
 
     # ------------------------------------------------------------ for subclasses
     def generate(self, prompts: list[str]) -> list[str | None]:
@@ -325,8 +335,10 @@ class LLMExtractor(Extractor):
 
         st = self.stats
         loading = time.perf_counter()
+        pool = self.generation_pool
         try:
-            self.prepare()
+            if pool is None:  # a pool's workers load their own copies of the model
+                self.prepare()
         except BaseException:
             st.unfinished += len(todo)
             raise
@@ -340,7 +352,7 @@ class LLMExtractor(Extractor):
         bar = tqdm(total=len(todo), desc=f"{what} [{self.name}]", unit="prompt", file=sys.stderr,
                    disable=None if self.progress is None else not self.progress, dynamic_ncols=True, smoothing=0.05)
         try:
-            for group in self.generate_stream(todo):
+            for group in (pool.generate_stream(todo) if pool is not None else self.generate_stream(todo)):
                 rows = []
                 bad = 0
                 for i, text in group:

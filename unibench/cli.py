@@ -7,6 +7,7 @@
     run_bench report [--output DIR] [--paper] [--format md|latex|csv|json|html] [--reproduce MODEL]
     run_bench compare A B [--output DIR] [--task ...]      # paired bootstrap comparison
     run_bench robustness ANSWERS --lexicon A --lexicon B ...   # how rankings depend on protocol choices
+    run_bench merge <the run's arguments>                   # combine --shard I/N answer logs
     run_bench lexicon audit|explain|fetch ...
     run_bench grouping --gt CSV --pred CSV --synonym-cache DIR   # OV-MER synonym-grouping metric
 """
@@ -66,6 +67,16 @@ def _main_parser() -> argparse.ArgumentParser:
                         "the published closed-set prompts (on prompt A's labels / on the answer), 'lexicon' maps "
                         "the extracted labels through the emotion wheel offline (flagged: not the published prompts)")
     g = p.add_argument_group("inference (models that generate answers)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="who answers the samples (and an LLM extractor's prompts): local (default, this process) "
+                        "or ray (a pool of Ray actors, one model per worker; pip install 'mer-unibench[ray]')")
+    g.add_argument("--ray-address", help="--executor ray: a running cluster to join ('auto', or ray://HOST:PORT); "
+                                         "default: start a local Ray instance")
+    g.add_argument("--ray-args", default="",
+                   help="--executor ray: num_workers=N (default: one per GPU, else per CPU), num_gpus=1 (per "
+                        "worker), num_cpus=1 (per worker), max_retries=2 (per batch after a worker dies)")
+    g.add_argument("--shard", help="I/N: answer only shard I of N (0-based; a stable split by sample name), into its "
+                                   "own answer log; 'run_bench merge' with the same arguments combines the shards")
     g.add_argument("--question", default="affectgpt",
                    help="what each sample is asked: affectgpt (default, spec section 2), ovmer (OV-MER baseline "
                         "prompt with the subtitle), ovmer-nosub, description, or a custom text where {subtitle} "
@@ -99,6 +110,17 @@ def _main_parser() -> argparse.ArgumentParser:
 
 def _select_mode(value: str) -> str:
     return value if value in ("best", "last") else f"file:{value}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N), 0 <= I < N."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text}: expected I/N, e.g. 0/4 (shard 0 of 4)") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard {text}: needs 0 <= I < N")
+    return i, n
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -135,6 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size, --jobs and --bootstrap must be 0 or more, --limit at least 1")
     if args.bootstrap_seed < 0:
         raise UserError("--bootstrap-seed must be 0 or more")
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard and not adapter.generates:
+        raise UserError(f"--shard splits a model's inference; model '{adapter.name}' does not generate answers")
     infer = None
     if adapter.generates:
         from unibench.inference import apply_run_options, infer_task as infer, resolve_question
@@ -149,12 +174,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, limit=args.limit, fail_fast=args.fail_fast,
                        progress=not args.no_progress, ov_metric=args.ov_metric,
                        grouping_cache=Path(args.grouping_cache) if args.grouping_cache else None,
-                       log_samples=args.log_samples, jobs=args.jobs, bootstrap=args.bootstrap,
+                       log_samples=args.log_samples, jobs=args.jobs, bootstrap=args.bootstrap, shard=shard,
                        bootstrap_seed=args.bootstrap_seed, closed_set=args.closed_set,
                        extra_metadata={"extraction_stats": extractor.stats} if isinstance(extractor, LLMExtractor) else {})
+    executor = pool = None
+    if args.executor == "ray":
+        from unibench.ray_executor import RayExecutor, connect, parse_ray_args
+
+        ray_options = parse_ray_args(args.ray_args)
+        connect(args.ray_address, ray_options)
+        if adapter.generates:
+            executor = config.executor = RayExecutor(ray_options)
+        if isinstance(extractor, LLMExtractor):
+            from unibench.ray_extraction import ExtractionPool
+
+            pool = extractor.generation_pool = ExtractionPool(extractor, ray_options)
+    elif args.ray_address or args.ray_args:
+        raise UserError("--ray-address and --ray-args need --executor ray")
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:
+        for part in (executor, pool):
+            if part is not None:
+                part.close()
         if extractor is not None:
             from unibench.metrics.llm import format_stats, stats_worth_reporting
 
@@ -323,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
             from unibench.compare import main as cmd_compare
 
             return cmd_compare(argv[1:])
+        if argv and argv[0] == "merge":
+            from unibench.shards import main as cmd_merge
+
+            return cmd_merge(argv[1:])
         if argv and argv[0] == "robustness":
             from unibench.robustness import main as cmd_robustness
 

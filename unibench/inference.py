@@ -378,6 +378,26 @@ def _answer_batch(adapter: Adapter, batch: list[Sample]) -> list[tuple[str | Non
     return out
 
 
+class LocalExecutor:
+    """Answers batches here, one after another, with the run's adapter: the default ``--executor local``.
+
+    The executor seam: ``answer_batches`` yields ``(batch, [(answer, error) per sample], seconds per sample)``
+    as batches finish (in any order: the answer log is keyed by sample name); the inference loop stays the
+    only writer of the answer log. :mod:`unibench.ray_executor` spreads the batches over Ray actors."""
+
+    name = "local"
+
+    def answer_batches(self, adapter: Adapter, run: AnswerRun | None, batches: list[list[Sample]]
+                       ) -> Iterator[tuple[list[Sample], list[tuple[str | None, str | None]], float]]:
+        for batch in batches:
+            started = time.time()
+            results = _answer_batch(adapter, batch)
+            yield batch, results, round((time.time() - started) / len(batch), 3)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: AnswerRun | None = None) -> AnswerSet:
     """Answer every (not yet answered) sample of ``task``; return the task's AnswerSet.
 
@@ -424,10 +444,8 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
                 bar.update(1)
                 if fail_fast:
                     raise UserError(f"[{spec.id}] sample '{sample.name}' failed: {problem} (--fail-fast)")
-            for batch in _batches(runnable, batch_size):
-                started = time.time()
-                results = _answer_batch(adapter, batch)
-                seconds = round((time.time() - started) / len(batch), 3)
+            executor = config.executor or LocalExecutor()
+            for batch, results, seconds in executor.answer_batches(adapter, run, list(_batches(runnable, batch_size))):
                 log.append([{"name": s.name, "answer": answer or "", "error": error, "seconds": seconds, **base}
                             for s, (answer, error) in zip(batch, results)])
                 bar.update(len(batch))

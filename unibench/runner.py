@@ -49,6 +49,10 @@ class RunConfig:
     # per-sample CSVs: best (the answer file the leaderboard row uses, per task), all, none
     log_samples: str = "best"
     jobs: int = 0                         # replay: tasks scored in parallel processes; 0 = the free cores
+    # who answers the batches of a generating model: None = here (unibench.inference.LocalExecutor), or e.g. a
+    # unibench.ray_executor.RayExecutor (--executor ray); shard (I, N): answer only shard I of N (--shard I/N)
+    executor: Any = None
+    shard: tuple[int, int] | None = None
     # bootstrap intervals of every answer file's scores (resamples; 0: none) and their seed
     bootstrap: int = 1000
     bootstrap_seed: int = 0

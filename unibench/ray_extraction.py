@@ -1,0 +1,2 @@
+"""The extraction pool of `--executor ray` (being written)."""
+from __future__ import annotations

@@ -1,0 +1,6 @@
+"""`--shard I/N` and `run_bench merge` (being written)."""
+from __future__ import annotations
+
+
+def main(argv: list[str]) -> int:
+    raise NotImplementedError
