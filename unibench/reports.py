@@ -115,17 +115,23 @@ def collect(output: Path, paper: bool = False, resamples: int = 1000, seed: int 
     }
 
 
+def read_board(path: Path) -> list[dict[str, str]]:
+    """leaderboard.csv's rows ([] when absent); one line saying how to rebuild it when it is not ours."""
+    from unibench.results import LeaderboardProblem, read_leaderboard
+
+    try:
+        return read_leaderboard(path)
+    except LeaderboardProblem as exc:
+        raise UserError(f"{path}: {exc}; run_bench report --output {path.parent} --rebuild keeps it aside and "
+                        "rebuilds it from the summaries on disk") from None
+
+
 def _our_rows(output: Path) -> list[dict[str, str]]:
     """The leaderboard's rows; without a leaderboard.csv, each model's best-of-N row computed from its summaries."""
-    from unibench.results import (LeaderboardProblem, leaderboard_row, load_summaries, read_leaderboard,
-                                  summary_models)
+    from unibench.results import leaderboard_row, load_summaries, summary_models
 
     path = output / "leaderboard.csv"
-    try:
-        rows = read_leaderboard(path)
-    except LeaderboardProblem as exc:
-        raise UserError(f"{path}: {exc}; run_bench report --output {output} --rebuild keeps it aside and "
-                        "rebuilds it from the summaries on disk") from None
+    rows = read_board(path)
     if not path.is_file():
         rows = [leaderboard_row(m, load_summaries(output, m), "best") for m in summary_models(output)]
     return rows
@@ -746,14 +752,10 @@ def _rebuild(output: Path) -> None:
 
 def _plain_table(output: Path, paper: bool) -> int:
     """The leaderboard as it is on disk (published rows first with --paper), ours marked with '*'."""
-    from unibench.results import LeaderboardProblem, format_table, read_leaderboard, read_paper_rows
+    from unibench.results import format_table, read_paper_rows
 
     path = output / "leaderboard.csv"
-    try:
-        rows = read_leaderboard(path)
-    except LeaderboardProblem as exc:
-        raise UserError(f"{path}: {exc}; run_bench report --output {output} --rebuild keeps it aside and "
-                        "rebuilds it from the summaries on disk") from None
+    rows = read_board(path)
     if not rows and not paper:
         raise UserError(f"no leaderboard at {path}: run a model first")
     print(format_table((read_paper_rows() if paper else []) + rows, highlight={r["model"] for r in rows}))
