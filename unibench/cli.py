@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args)
         return cmd_run(args)
     except UserError as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        # exit status 0 (a --shard run that finished its part) is news, not an error
+        print(f"error: {one_line(str(exc))}" if exc.exit_code else one_line(str(exc)), file=sys.stderr)
         return exc.exit_code
     except MemoryError:
         print("error: out of memory (an input far larger than expected? see 'what the harness guarantees' in "

@@ -40,6 +40,14 @@ How an adapter is driven (``infer_task(adapter, task, config) -> AnswerSet``):
    ``name2reason``), which the published scripts and ``replay`` read; the
    returned ``AnswerSet.source`` points at it, so extraction files land beside.
 
+6. ``--shard I/N`` (a Slurm job array, no Ray): only the samples of shard I
+   (:func:`shard_of`, a stable split by name) are answered, into their own
+   log ``<task>.shard-I-of-N.jsonl`` beside the normal one (same records,
+   same key, resumed the same way); no npz is written and nothing is scored:
+   the run ends with :class:`ShardDone` (exit 0). ``run_bench merge``
+   (:mod:`unibench.shards`) then writes the normal log and the npz, and a
+   rerun without ``--shard`` finds every sample answered and only scores.
+
 Adapters with ``device`` / ``dtype`` options get ``--device`` / ``--dtype``
 unless ``--model-args`` sets them (:func:`apply_run_options`).
 
@@ -171,10 +179,13 @@ def check_inference(adapter: Adapter, task: TaskData, config: "RunConfig") -> No
     if question.embeds_subtitle or ("subtitle" in adapter.inputs and question.pass_subtitle):
         task.subtitles(adapter.subtitle_columns.get(spec.id))  # a missing or malformed subtitle file stops here
     runs = adapter.answer_runs() or [None]
+    shard = config.shard
     for run in runs:
         identity = answer_identity(adapter, task, question, run)
         log_path, _ = answer_paths(config, adapter, task, run)
         check_answer_log(log_path, identity, spec.id)
+        if shard is not None:
+            check_answer_log(shard_log_path(log_path, *shard), identity, spec.id)
 
 
 def answer_paths(config: "RunConfig", adapter: Adapter, task: TaskData, run: AnswerRun | None) -> tuple[Path, Path]:
@@ -197,6 +208,53 @@ def check_answer_log(log_path: Path, identity: dict[str, Any], task_id: str) -> 
                 f"[{task_id}] {log_path} holds answers from a different setup ({_explain_mismatch(rec, identity)}); "
                 f"to keep both, use another --output or --model-args name=NEW; to redo, delete {log_path}")
     return records, valid_length
+
+
+# ---------------------------------------------------------------- shards (--shard I/N)
+
+class ShardDone(UserError):
+    """A ``--shard I/N`` run answered its samples: nothing is scored (exit 0); its message says what next."""
+
+    exit_code = 0
+
+
+def shard_of(name: str, n: int) -> int:
+    """The shard (0..n-1) of a sample: the first 64 bits of the SHA-256 of its UTF-8 name, modulo n.
+
+    Stable across machines, processes and Python versions (unlike ``hash()``, salted per process), so every
+    job of an array agrees on the split without talking to the others; names that are not valid UTF-8
+    (surrogate escapes) hash their escaped bytes."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    return int(digest[:16], 16) % n
+
+
+def shard_names(names: list[str], index: int, n: int) -> list[str]:
+    """The names of shard ``index`` of ``n``, in split order."""
+    return [name for name in names if shard_of(name, n) == index]
+
+
+def shard_log_path(log_path: Path, index: int, n: int) -> Path:
+    """``answers/<task>.jsonl`` -> ``answers/<task>.shard-I-of-N.jsonl`` (a shard's own log, beside it)."""
+    return log_path.with_name(f"{log_path.stem}.shard-{index}-of-{n}.jsonl")
+
+
+def _finish_shard(adapter: Adapter, task: TaskData, config: "RunConfig", run: AnswerRun | None,
+                  log_path: Path, latest: dict[str, dict[str, Any]], names: list[str],
+                  npz_path: Path) -> AnswerSet:
+    """Say what the shard holds (the runner stops with :class:`ShardDone` once every task is answered)."""
+    index, n = config.shard
+    answers = {x: latest[x].get("answer") or "" for x in names if x in latest and latest[x].get("error") is None}
+    failed = [(x, latest[x]["error"]) for x in names if x in latest and latest[x].get("error") is not None]
+    if failed and not answers:
+        raise UserError(f"[{task.spec.id}] all {len(failed)} sample(s) of shard {index}/{n} failed (e.g. "
+                        f"{failed[0][0]}: {failed[0][1]}); records in {log_path}")
+    what = task.spec.id if run is None else f"{task.spec.id} ({run.label})"
+    retry = f" ({len(failed)} failed: rerun this shard to retry them)" if failed else ""
+    line = (f"shard {index}/{n} of {what}: {len(answers)} of {len(names)} samples answered in {log_path}{retry}; "
+            f"when all {n} shards are done, run `run_bench merge` with the same arguments (without --shard)")
+    say(line)
+    # never scored: the runner stops after answering (ShardDone); the shard's answers, for a caller that looks
+    return AnswerSet(label=npz_path.stem, answers=answers, source=str(log_path), flags=[f"shard:{index}/{n}"])
 
 
 # ---------------------------------------------------------------- identity
@@ -412,9 +470,12 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
     if run is not None:
         adapter.use_run(run)
     log_path, npz_path = answer_paths(config, adapter, task, run)
+    shard = config.shard
+    if shard is not None:  # only this shard's samples, into the shard's own log
+        log_path = shard_log_path(log_path, *shard)
     records, valid_length = check_answer_log(log_path, identity, spec.id)
     latest = {rec["name"]: rec for rec in records}  # the last record of a sample wins
-    names = task.names
+    names = task.names if shard is None else shard_names(task.names, *shard)
     samples = build_samples(adapter, task, question, names)
     todo = [(s, problem) for s, problem in samples if latest.get(s.name, {}).get("error", "x") is not None]
 
@@ -468,6 +529,10 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
         latest = {rec["name"]: rec for rec in records}
 
     wanted = [s.name for s, _ in samples]
+    if shard is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.touch()  # an empty shard (no sample hashed to it) still shows `merge` that it ran
+        return _finish_shard(adapter, task, config, run, log_path, latest, wanted, npz_path)
     answers = {n: latest[n].get("answer") or "" for n in wanted if n in latest and latest[n].get("error") is None}
     rejected = {n: f"answer is {type(a).__name__}, not text" for n, a in answers.items() if not isinstance(a, str)}
     answers = {n: a for n, a in answers.items() if n not in rejected}

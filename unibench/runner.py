@@ -285,7 +285,7 @@ def prepare_tasks(adapter: Adapter, config: RunConfig, extractor: Any, infer: Ca
     A ``None`` answer list means: to be generated."""
     check_output_folder(config.output)
     prepared = [prepare_task(adapter, config, extractor, infer, spec) for spec in config.tasks]
-    if extractor is not None and any(sets is None or any(s.ov_labels is None or s.sentiments is None for s in sets)
+    if extractor is not None and config.shard is None and any(sets is None or any(s.ov_labels is None or s.sentiments is None for s in sets)
                                      for _, sets in prepared):
         extractor.preflight()  # e.g. the extraction server is there, before hours of inference
     return prepared
@@ -498,6 +498,14 @@ def _run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any,
         if sets is None:
             sets = generate(adapter, task, config, extractor, infer)  # type: ignore[arg-type]
         prepared.append((task, sets))
+
+    if config.shard is not None:  # a shard's answers are not the test split: nothing to score until merged
+        from unibench.inference import ShardDone
+
+        index, n = config.shard
+        raise ShardDone(f"shard {index}/{n} done: its answers are in the *.shard-{index}-of-{n}.jsonl logs under "
+                        f"{config.output}; when all {n} shards are done, run `run_bench merge` with the same "
+                        "arguments (without --shard), then the run itself without --shard to extract and score")
 
     # 3. Extract where needed, score, write (task by task, in order).
     outcomes: list[TaskOutcome] = []
