@@ -47,6 +47,7 @@ class HFOptions:
     backend: str = "transformers"   # transformers | vllm
     tensor_parallel_size: int = 1   # vllm only
     gpu_memory_utilization: float = 0.9  # vllm only
+    max_model_len: int | None = None  # vllm only: context length the KV cache must hold (None = the model's)
 
 
 # ---------------------------------------------------------------- subtitle + question, status
@@ -199,7 +200,8 @@ class HFAdapter(Adapter):
     """Base of the transformers-native adapters. Subclasses set the class attributes below."""
 
     Options: ClassVar[type] = HFOptions
-    resume_ignore: ClassVar[tuple[str, ...]] = ("tensor_parallel_size", "gpu_memory_utilization")
+    # engine sizing never changes a greedy answer: kept out of the resume key
+    resume_ignore: ClassVar[tuple[str, ...]] = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
     model_class: ClassVar[str] = ""                 # transformers class that loads the checkpoint
     extra_classes: ClassVar[tuple[str, ...]] = ()   # further classes the status check requires
     model_types: ClassVar[tuple[str, ...]] = ()     # accepted config.json model_type values
@@ -209,6 +211,11 @@ class HFAdapter(Adapter):
     # (video_metadata to the processor), 'second_per_grid' (per-video video_second_per_grid in the inputs)
     video_timing: ClassVar[str] = ""
     vllm_supported: ClassVar[bool] = False
+    # Oldest vLLM release that serves this model the way vllm_request feeds it (see VLLM_FLOORS in the README)
+    vllm_min_version: ClassVar[str] = ""
+    vllm_min_reason: ClassVar[str] = ""
+    # vLLM's processor for this model refuses a bare frame array: send (frames, metadata)
+    vllm_video_metadata: ClassVar[bool] = False
     # Fallback prompt when a checkpoint ships no chat template: {media} = placeholders, {text} = request.
     fallback_template: ClassVar[str] = "USER: {media}\n{text} ASSISTANT:"
     media_placeholders: ClassVar[dict[str, str]] = {"video": "<video>", "audio": "<audio>"}
@@ -224,6 +231,8 @@ class HFAdapter(Adapter):
             raise UserError(f"--model-args num_frames={opts.num_frames}: must be at least 1")
         if opts.max_new_tokens < 1:
             raise UserError(f"--model-args max_new_tokens={opts.max_new_tokens}: must be at least 1")
+        if opts.max_model_len is not None and opts.max_model_len < 1:
+            raise UserError(f"--model-args max_model_len={opts.max_model_len}: must be at least 1")
         self._model: Any = None
         self._processor: Any = None
         self._engine: Any = None
@@ -304,7 +313,7 @@ class HFAdapter(Adapter):
         batch = [self.sample_media(s) for s in samples]
         prompts = [self.prompt(m) for m in batch]
         if self.options.backend == "vllm":
-            requests = [vllm_request(p, m) for p, m in zip(prompts, batch)]
+            requests = [vllm_request(p, m, self.vllm_video_metadata) for p, m in zip(prompts, batch)]
             return vllm_generate(self.vllm_engine(), requests, self.options)
         inputs = self.processor_inputs(prompts, batch)
         return generate(self._model, self._processor, inputs, self.options)
@@ -312,7 +321,8 @@ class HFAdapter(Adapter):
     def vllm_engine(self) -> Any:
         if self._engine is None:
             self._engine = make_vllm_engine(self.options, limits={
-                kind: 1 for kind in ("video", "audio") if kind in self.inputs})
+                kind: 1 for kind in ("video", "audio") if kind in self.inputs},
+                need=VLLMNeed(self.name, self.vllm_min_version, self.vllm_min_reason))
         return self._engine
 
 
@@ -367,14 +377,46 @@ def generate(model: Any, processor: Any, inputs: Any, options: HFOptions) -> lis
 
 # ---------------------------------------------------------------- vLLM
 
-def vllm_request(prompt: str, media: SampleMedia) -> dict[str, Any]:
-    """One request for ``vllm.LLM.generate``: the templated prompt and its multi_modal_data."""
+# Frame rate assumed for a clip whose own rate is unknown: Qwen's processors default to 2 fps as well,
+# so the transformers and vLLM paths time such clips alike.
+DEFAULT_VIDEO_FPS = 2.0
+
+
+def vllm_video_metadata(media: SampleMedia) -> dict[str, Any]:
+    """The metadata vLLM's own video loader attaches to a clip, for frames we sampled ourselves.
+
+    Same keys as vLLM's loaders (``vllm.multimodal.video``): fps, duration, total_num_frames,
+    frames_indices, video_backend, and do_sample_frames=False because the frames are already sampled.
+    Built from the frame count when the file's rate or length is unknown.
+    """
+    assert media.video is not None
+    n = int(media.video.shape[0])
+    meta = media.video_meta
+    if meta and len(meta.get("frames_indices", ())) == n:
+        total, fps = int(meta["total_num_frames"]), float(meta["fps"])
+        indices = [int(i) for i in meta["frames_indices"]]
+    else:  # no timing from the file: the sampled frames are the clip, at the default rate
+        total, fps, indices = n, DEFAULT_VIDEO_FPS, list(range(n))
+    return {"fps": fps, "duration": total / fps, "total_num_frames": total, "frames_indices": indices,
+            "video_backend": "pyav", "do_sample_frames": False}
+
+
+def vllm_request(prompt: str, media: SampleMedia, video_metadata: bool = False) -> dict[str, Any]:
+    """One request for ``vllm.LLM.generate``: the templated prompt and its multi_modal_data.
+
+    ``video_metadata``: send the video as ``(frames, metadata)`` and tell the processor not to sample
+    frames again (Qwen2.5-VL in current vLLM refuses a bare frame array).
+    """
     data: dict[str, Any] = {}
+    request: dict[str, Any] = {"prompt": prompt}
     if media.video is not None:
-        data["video"] = media.video
+        if video_metadata:
+            data["video"] = (media.video, vllm_video_metadata(media))
+            request["mm_processor_kwargs"] = {"do_sample_frames": False}
+        else:
+            data["video"] = media.video
     if media.audio is not None:
         data["audio"] = (media.audio, media.sample_rate)
-    request: dict[str, Any] = {"prompt": prompt}
     if data:
         request["multi_modal_data"] = data
     return request
@@ -388,19 +430,108 @@ def vllm_sampling(options: HFOptions) -> dict[str, Any]:
     return {"temperature": 0.0, "max_tokens": options.max_new_tokens, "seed": options.seed}
 
 
-def make_vllm_engine(options: HFOptions, limits: dict[str, int]) -> Any:
+@dataclass(frozen=True)
+class VLLMNeed:
+    """The oldest vLLM release an adapter's vLLM path works with, and why."""
+
+    adapter: str
+    min_version: str = ""
+    reason: str = ""
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'0.11.1rc2.dev5+gabc' -> (0, 11, 1): the numeric release, enough to compare against a floor."""
+    parts: list[int] = []
+    for piece in version.split("+")[0].split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) < len(piece):  # '1rc2': a pre-release of 1; stop here
+            break
+    return tuple(parts)
+
+
+def installed_vllm_version(module: Any = None) -> str | None:
+    """The installed vLLM's version (None when it cannot be told)."""
+    from importlib import metadata
+
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str) and version:
+        return version
+    try:
+        return metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_vllm_version(need: VLLMNeed, installed: str | None) -> None:
+    """One UserError line when the installed vLLM is older than the adapter needs; unknown versions pass."""
+    if not need.min_version or not installed:
+        return
+    if version_tuple(installed) < version_tuple(need.min_version):
+        why = f" ({need.reason})" if need.reason else ""
+        raise UserError(f"model '{need.adapter}' with backend=vllm needs vLLM >= {need.min_version}{why}; "
+                        f"installed: {installed} (pip install -U 'vllm>={need.min_version}')")
+
+
+def make_vllm_engine(options: HFOptions, limits: dict[str, int], need: VLLMNeed | None = None) -> Any:
     if importlib.util.find_spec("vllm") is None:
         raise UserError("backend=vllm needs vLLM on a GPU machine: pip install 'mer-unibench[vllm]' "
                         "(or use backend=transformers)")
-    from vllm import LLM
+    import vllm
 
+    if need is not None:
+        check_vllm_version(need, installed_vllm_version(vllm))
+    kwargs: dict[str, Any] = {"model": options.path, "dtype": options.dtype,
+                              "tensor_parallel_size": options.tensor_parallel_size, "seed": options.seed,
+                              "gpu_memory_utilization": options.gpu_memory_utilization,
+                              "limit_mm_per_prompt": limits}
+    if options.max_model_len:
+        kwargs["max_model_len"] = options.max_model_len
     try:
-        return LLM(model=options.path, dtype=options.dtype,
-                   tensor_parallel_size=options.tensor_parallel_size, seed=options.seed,
-                   gpu_memory_utilization=options.gpu_memory_utilization,
-                   limit_mm_per_prompt=limits)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"vLLM cannot load {options.path}: {_first_line(exc)}") from None
+        return vllm.LLM(**kwargs)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise vllm_start_error(exc, options) from None
+
+
+def vllm_start_error(exc: BaseException, options: HFOptions) -> UserError:
+    """One line for an engine that did not start: what happened and the knobs that fix it.
+
+    vLLM >= 0.11 starts its engine core in another process: a failure there reaches us as
+    ``RuntimeError('Engine core initialization failed...')`` (the cause is in vLLM's log above); a KV
+    cache too small for the context is a ``ValueError`` naming max_model_len / the KV cache.
+    """
+    where = f"'{options.path}'"
+    sizing = (f"lower --model-args max_model_len (now {options.max_model_len or 'the model default'}), raise "
+              f"gpu_memory_utilization (now {options.gpu_memory_utilization}) or use more GPUs with "
+              f"tensor_parallel_size (now {options.tensor_parallel_size})")
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if any(s in text for s in ("out of memory", "outofmemory", "no available memory for the cache blocks",
+                               "insufficient memory", "not enough memory")):
+        # the extractor's hint: other processes may hold the GPU, so less of it, or a shorter context
+        return UserError(f"vLLM: GPU out of memory starting {where} ({_first_line(exc)}); lower --model-args "
+                         f"max_model_len (now {options.max_model_len or 'the model default'}) or "
+                         f"gpu_memory_utilization (now {options.gpu_memory_utilization}), or raise "
+                         f"tensor_parallel_size (now {options.tensor_parallel_size})")
+    if isinstance(exc, ValueError) and _is_kv_cache_too_small(text):
+        return UserError(f"vLLM: the KV cache cannot hold one request of the context length for {where} "
+                         f"({_first_line(exc)}); {sizing}")
+    if isinstance(exc, RuntimeError) and "engine core initialization failed" in text:
+        return UserError(f"vLLM: the engine did not start for {where} (its log above says why; most often "
+                         f"GPU memory or a KV cache too small for the context); {sizing}")
+    return UserError(f"vLLM cannot load {options.path}: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _is_kv_cache_too_small(text: str) -> bool:
+    return ("kv cache" in text and ("max_model_len" in text or "max seq len" in text
+                                    or "larger than the maximum number of tokens" in text))
 
 
 def vllm_generate(engine: Any, requests: list[dict[str, Any]], options: HFOptions,
@@ -415,4 +546,6 @@ def vllm_generate(engine: Any, requests: list[dict[str, Any]], options: HFOption
 
 __all__ = ["HFAdapter", "HFOptions", "SampleMedia", "chat_prompt", "check_path", "generate", "hf_status",
            "load_model", "load_processor", "request_text", "resolve_device", "resolve_dtype",
-           "video_metadata", "vllm_generate", "vllm_request", "vllm_sampling"]
+           "video_metadata", "VLLMNeed", "check_vllm_version", "installed_vllm_version", "make_vllm_engine",
+           "version_tuple", "vllm_generate", "vllm_request", "vllm_sampling", "vllm_start_error",
+           "vllm_video_metadata"]

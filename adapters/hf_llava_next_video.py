@@ -19,4 +19,6 @@ class LlavaNextVideoAdapter(HFAdapter):
     model_types = ("llava_next_video",)
     example = "llava-hf/LLaVA-NeXT-Video-7B-hf"
     vllm_supported = True
+    vllm_min_version = "0.6.1"
+    vllm_min_reason = "LLaVA-NeXT-Video"
     fallback_template = "USER: {media}\n{text} ASSISTANT:"

@@ -20,5 +20,8 @@ class Qwen25VLAdapter(HFAdapter):
     example = "Qwen/Qwen2.5-VL-7B-Instruct"
     video_timing = "metadata"
     vllm_supported = True
+    vllm_video_metadata = True  # vLLM's Qwen2.5-VL processor requires (frames, metadata)
+    vllm_min_version = "0.10.0"
+    vllm_min_reason = "Qwen2.5-VL since 0.7.2; video as (frames, metadata) since 0.10.0"
     fallback_template = "<|im_start|>user\n{media}{text}<|im_end|>\n<|im_start|>assistant\n"
     media_placeholders = {"video": "<|vision_start|><|video_pad|><|vision_end|>"}

@@ -20,5 +20,7 @@ class Qwen2AudioAdapter(HFAdapter):
     example = "Qwen/Qwen2-Audio-7B-Instruct"
     medium = "audio"
     vllm_supported = True
+    vllm_min_version = "0.6.4"
+    vllm_min_reason = "Qwen2-Audio"
     fallback_template = "<|im_start|>user\nAudio 1: {media}\n{text}<|im_end|>\n<|im_start|>assistant\n"
     media_placeholders = {"audio": "<|audio_bos|><|AUDIO|><|audio_eos|>"}

@@ -13,6 +13,9 @@ from unibench.adapters.base import register_adapter
 from unibench.adapters.hf_common import HFAdapter
 
 _PLACEHOLDERS = {"video": "<|vision_bos|><|VIDEO|><|vision_eos|>", "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>"}
+# Qwen3-Omni's tokenizer (and vLLM's Qwen3-Omni processor) use the Qwen2.5-VL style tokens instead
+_QWEN3_PLACEHOLDERS = {"video": "<|vision_start|><|video_pad|><|vision_end|>",
+                       "audio": "<|audio_start|><|audio_pad|><|audio_end|>"}
 _FALLBACK = "<|im_start|>user\n{media}{text}<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -26,6 +29,8 @@ class Qwen25OmniAdapter(HFAdapter):
     example = "Qwen/Qwen2.5-Omni-7B"
     video_timing = "second_per_grid"
     vllm_supported = True
+    vllm_min_version = "0.8.5"
+    vllm_min_reason = "Qwen2.5-Omni thinker"
     fallback_template = _FALLBACK
     media_placeholders = _PLACEHOLDERS
 
@@ -38,3 +43,6 @@ class Qwen3OmniAdapter(Qwen25OmniAdapter):
     extra_classes = ("Qwen3OmniMoeProcessor",)
     model_types = ("qwen3_omni_moe", "qwen3_omni_moe_thinker")
     example = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
+    vllm_min_version = "0.11.1"
+    vllm_min_reason = "Qwen3-Omni thinker"
+    media_placeholders = _QWEN3_PLACEHOLDERS

@@ -274,7 +274,8 @@ def test_vllm_backend_assembles_requests(name, tmp_path, fake_vllm):
     assert "subtitle" not in second["prompt"]
     data = first["multi_modal_data"]
     if "video" in adapter.inputs:
-        assert data["video"].shape == (4, 32, 32, 3)
+        video = data["video"][0] if name == "qwen2.5-vl" else data["video"]  # Qwen2.5-VL: (frames, metadata)
+        assert video.shape == (4, 32, 32, 3)
     if "audio" in adapter.inputs:
         assert data["audio"][1] == 16000 and data["audio"][0].shape == (8000,)
     assert set(data) == {k for k in ("video", "audio") if k in adapter.inputs}

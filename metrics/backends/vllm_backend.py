@@ -91,15 +91,43 @@ def can_stream(llm: Any) -> bool:
     return all(hasattr(engine, a) for a in ("add_request", "step", "has_unfinished_requests"))
 
 
+def final_only_kind() -> Any:
+    """``RequestOutputKind.FINAL_ONLY`` where the installed vLLM has it (None otherwise).
+
+    Without it an engine step hands back every running request's cumulative text; with it only the
+    finished ones, which is all the streaming loop reads.
+    """
+    try:
+        from vllm.sampling_params import RequestOutputKind
+    except ImportError:
+        try:
+            from vllm import RequestOutputKind  # type: ignore[attr-defined,no-redef]
+        except ImportError:
+            return None
+    return getattr(RequestOutputKind, "FINAL_ONLY", None)
+
+
+class StreamRefused(Exception):
+    """``llm_engine.add_request`` does not take a plain prompt here (a vLLM without that path)."""
+
+
 def run_streaming(llm: Any, texts: list[str], params: Any) -> Iterator[ResultGroup]:
-    """Submit everything, then step the engine and hand back requests as they finish."""
+    """Submit everything, then step the engine and hand back requests as they finish.
+
+    Raises :class:`StreamRefused` before anything is yielded when the engine refuses the first request.
+    """
     engine = llm.llm_engine
     ids: dict[str, int] = {}
     prefix = f"unibench-{next(_request_ids)}"
     try:
         for i, text in enumerate(texts):
             rid = f"{prefix}-{i}"
-            engine.add_request(rid, text, params)
+            try:
+                engine.add_request(rid, text, params)
+            except (TypeError, ValueError) as exc:
+                if ids:  # the engine took earlier prompts: a real error with this one
+                    raise
+                raise StreamRefused(str(exc)) from exc
             ids[rid] = i
         while ids and engine.has_unfinished_requests():
             group: ResultGroup = []
@@ -117,6 +145,14 @@ def run_streaming(llm: Any, texts: list[str], params: Any) -> Iterator[ResultGro
                 engine.abort_request(list(ids))
             except Exception:  # aborting must not mask the original error
                 pass
+
+
+def stream_or_generate(llm: Any, texts: list[str], params: Any) -> Iterator[ResultGroup]:
+    """The stepping path where the engine takes plain prompts, else one ``llm.generate`` call (same answers)."""
+    try:
+        yield from run_streaming(llm, texts, params)
+    except StreamRefused:
+        yield from run_in_batches(llm, texts, params, 0)
 
 
 # ---------------------------------------------------------------- the backend
@@ -140,6 +176,8 @@ class VLLMExtractor(LLMExtractor):
                             f"got {o.gpu_memory_utilization}")
         if o.tensor_parallel_size < 1:
             raise UserError(f"--extractor-args: tensor_parallel_size must be at least 1, got {o.tensor_parallel_size}")
+        if o.max_model_len is not None and o.max_model_len < 1:
+            raise UserError(f"--extractor-args: max_model_len must be at least 1, got {o.max_model_len}")
         self._llm = engine
         self._sampling_params = sampling_params
         self._tokenizer: Any = None
@@ -157,6 +195,8 @@ class VLLMExtractor(LLMExtractor):
                 raise MissingExtraError("vllm", "vllm", what="the 'vllm' extractor") from None
             try:
                 self._llm = vllm.LLM(**engine_kwargs(self.options))
+            except UserError:
+                raise
             except Exception as exc:
                 raise self._engine_error(exc, "starting the engine for") from None
             self._sampling_params = self._sampling_params or vllm.SamplingParams
@@ -171,20 +211,40 @@ class VLLMExtractor(LLMExtractor):
                                 "asks an instruction-tuned model through its chat template")
 
     def _engine_error(self, exc: BaseException, doing: str) -> UserError:
+        """One line with the fix. vLLM >= 0.11 starts its engine core in another process: a failure there
+        arrives as RuntimeError('Engine core initialization failed...'), the cause only in vLLM's log; a KV
+        cache too small for the context is a ValueError naming max_model_len / the KV cache."""
         o = self.options
         if is_out_of_memory(exc):
             return UserError(f"vllm: GPU out of memory {doing} '{o.model}' ({first_line(exc)}); lower "
                              f"max_model_len (now {o.max_model_len or 'model default'}) or gpu_memory_utilization "
                              f"(now {o.gpu_memory_utilization}), or raise tensor_parallel_size")
-        return UserError(f"vllm: error {doing} '{o.model}': {first_line(exc)}")
+        sizing = (f"lower --extractor-args max_model_len (now {o.max_model_len or 'model default'}), raise "
+                  f"gpu_memory_utilization (now {o.gpu_memory_utilization}) or use more GPUs with "
+                  f"tensor_parallel_size (now {o.tensor_parallel_size})")
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if isinstance(exc, ValueError) and "kv cache" in text and (
+                "max_model_len" in text or "max seq len" in text
+                or "larger than the maximum number of tokens" in text):
+            return UserError(f"vllm: the KV cache cannot hold one request of the context length for "
+                             f"'{o.model}' ({first_line(exc)}); {sizing}")
+        if isinstance(exc, RuntimeError) and "engine core initialization failed" in text:
+            return UserError(f"vllm: the engine did not start for '{o.model}' (its log above says why; most often "
+                             f"GPU memory or a KV cache too small for the context); {sizing}")
+        return UserError(f"vllm: error {doing} '{o.model}': {type(exc).__name__}: {first_line(exc)}")
 
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
         self._load()
         texts = [chat_text(self._tokenizer, p) for p in prompts]
-        params = self._sampling_params(**sampling_kwargs(self.decoding()))
         o = self.options
-        if o.batch_size == 0 and o.stream and can_stream(self._llm):
-            results = run_streaming(self._llm, texts, params)
+        kwargs = sampling_kwargs(self.decoding())
+        streaming = o.batch_size == 0 and o.stream and can_stream(self._llm)
+        kind = final_only_kind() if streaming else None
+        if kind is not None:  # finished requests only, not every running one's text at every step
+            kwargs["output_kind"] = kind
+        params = self._sampling_params(**kwargs)
+        if streaming:
+            results = stream_or_generate(self._llm, texts, params)
         else:
             results = run_in_batches(self._llm, texts, params, o.batch_size)
         try:
