@@ -26,6 +26,7 @@ from unibench.runtime import requirement_status, user_text
 from unibench.runtime import resolve_device as _resolve_device
 from unibench.runtime import resolve_dtype as _resolve_dtype
 from unibench.media import load_audio, load_frames, uniform_indices
+from unibench.vllm_errors import sizing_hint, start_problem
 
 BACKENDS = ("transformers", "vllm")
 
@@ -509,9 +510,6 @@ def vllm_start_error(exc: BaseException, options: HFOptions) -> UserError:
     cache too small for the context is a ``ValueError`` naming max_model_len / the KV cache.
     """
     where = f"'{options.path}'"
-    sizing = (f"lower --model-args max_model_len (now {options.max_model_len or 'the model default'}), raise "
-              f"gpu_memory_utilization (now {options.gpu_memory_utilization}) or use more GPUs with "
-              f"tensor_parallel_size (now {options.tensor_parallel_size})")
     text = f"{type(exc).__name__}: {exc}".lower()
     if any(s in text for s in ("out of memory", "outofmemory", "no available memory for the cache blocks",
                                "insufficient memory", "not enough memory")):
@@ -520,18 +518,12 @@ def vllm_start_error(exc: BaseException, options: HFOptions) -> UserError:
                          f"max_model_len (now {options.max_model_len or 'the model default'}) or "
                          f"gpu_memory_utilization (now {options.gpu_memory_utilization}), or raise "
                          f"tensor_parallel_size (now {options.tensor_parallel_size})")
-    if isinstance(exc, ValueError) and _is_kv_cache_too_small(text):
-        return UserError(f"vLLM: the KV cache cannot hold one request of the context length for {where} "
-                         f"({_first_line(exc)}); {sizing}")
-    if isinstance(exc, RuntimeError) and "engine core initialization failed" in text:
-        return UserError(f"vLLM: the engine did not start for {where} (its log above says why; most often "
-                         f"GPU memory or a KV cache too small for the context); {sizing}")
+    problem = start_problem(exc, where, sizing_hint("--model-args", options.max_model_len,
+                                                    options.gpu_memory_utilization, options.tensor_parallel_size),
+                            _first_line(exc))
+    if problem:
+        return UserError(f"vLLM: {problem}")
     return UserError(f"vLLM cannot load {options.path}: {type(exc).__name__}: {_first_line(exc)}")
-
-
-def _is_kv_cache_too_small(text: str) -> bool:
-    return ("kv cache" in text and ("max_model_len" in text or "max seq len" in text
-                                    or "larger than the maximum number of tokens" in text))
 
 
 def vllm_generate(engine: Any, requests: list[dict[str, Any]], options: HFOptions,

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LEAF = {"errors", "strict", "safe_npz", "media", "modelargs", "fileio", "answerfiles", "taskdata", "prompts",
-        "labels", "runtime", "openai_http"}
+        "labels", "runtime", "openai_http", "vllm_errors"}
 ORCHESTRATION = {"cli", "runner", "inference", "extract", "results", "demo", "reports", "compare", "robustness",
                  "closedset", "plots", "html", "ray_executor", "ray_extraction", "shards"}
 FOLDERS = {"adapters", "metrics", "tasks"}

@@ -210,7 +210,7 @@ def test_extractor_engine_core_failure_is_one_line(monkeypatch):
         extractor(tensor_parallel_size=2).extract_ov(["a"])
     msg = str(info.value)
     assert msg.startswith("vllm: the engine did not start for '/models/q'") and "\n" not in msg
-    assert "max_model_len (now model default)" in msg and "tensor_parallel_size (now 2)" in msg
+    assert "max_model_len (now the model default)" in msg and "tensor_parallel_size (now 2)" in msg
     fake_vllm.install(monkeypatch, kv_capacity_tokens=4096)
     assert extractor(max_model_len=4096).extract_ov(["a"]) == ["[a]"]
 

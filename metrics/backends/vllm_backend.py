@@ -24,6 +24,7 @@ from unibench.errors import MissingExtraError, UserError
 from unibench.metrics.backends.hf import chat_text
 from unibench.metrics.extraction import register_extractor
 from unibench.metrics.llm import Decoding, LLMExtractor, LLMOptions, ResultGroup, first_line, is_out_of_memory
+from unibench.vllm_errors import sizing_hint, start_problem
 
 _request_ids = itertools.count()
 
@@ -219,18 +220,11 @@ class VLLMExtractor(LLMExtractor):
             return UserError(f"vllm: GPU out of memory {doing} '{o.model}' ({first_line(exc)}); lower "
                              f"max_model_len (now {o.max_model_len or 'model default'}) or gpu_memory_utilization "
                              f"(now {o.gpu_memory_utilization}), or raise tensor_parallel_size")
-        sizing = (f"lower --extractor-args max_model_len (now {o.max_model_len or 'model default'}), raise "
-                  f"gpu_memory_utilization (now {o.gpu_memory_utilization}) or use more GPUs with "
-                  f"tensor_parallel_size (now {o.tensor_parallel_size})")
-        text = f"{type(exc).__name__}: {exc}".lower()
-        if isinstance(exc, ValueError) and "kv cache" in text and (
-                "max_model_len" in text or "max seq len" in text
-                or "larger than the maximum number of tokens" in text):
-            return UserError(f"vllm: the KV cache cannot hold one request of the context length for "
-                             f"'{o.model}' ({first_line(exc)}); {sizing}")
-        if isinstance(exc, RuntimeError) and "engine core initialization failed" in text:
-            return UserError(f"vllm: the engine did not start for '{o.model}' (its log above says why; most often "
-                             f"GPU memory or a KV cache too small for the context); {sizing}")
+        problem = start_problem(exc, f"'{o.model}'", sizing_hint("--extractor-args", o.max_model_len,
+                                                                 o.gpu_memory_utilization, o.tensor_parallel_size),
+                                first_line(exc))
+        if problem:
+            return UserError(f"vllm: {problem}")
         return UserError(f"vllm: error {doing} '{o.model}': {type(exc).__name__}: {first_line(exc)}")
 
     def generate_stream(self, prompts: list[str]) -> Iterator[ResultGroup]:
