@@ -499,6 +499,8 @@ def _run(adapter: Adapter, config: RunConfig, lexicon: Lexicon, extractor: Any,
             sets = generate(adapter, task, config, extractor, infer)  # type: ignore[arg-type]
         prepared.append((task, sets))
 
+    if config.executor is not None:  # e.g. Ray actors holding the model: free their GPUs for the extraction pool
+        config.executor.close()
     if config.shard is not None:  # a shard's answers are not the test split: nothing to score until merged
         from unibench.inference import ShardDone
 
