@@ -23,8 +23,8 @@ from unibench.metrics.cache import ExtractionCache, cache_key  # noqa: E402
 from unibench.metrics.extraction import make_extractor  # noqa: E402
 from unibench.prompts import prompt_a  # noqa: E402
 from unibench.ray_executor import RayOptions  # noqa: E402
-from unibench.ray_extraction import (ExtractionPool, check_feasible, chunk_size, make_chunks,  # noqa: E402
-                                     pool_size)
+from unibench.ray_executor import pool_size  # noqa: E402
+from unibench.ray_extraction import ExtractionPool, chunk_size, make_chunks  # noqa: E402
 from unibench.answerfiles import read_extraction_npz  # noqa: E402
 
 CLUES = ["He is happy.", "She looks sad and worried.", "Angry!", "Nothing to see.", "A surprised face, happy too."]
@@ -78,13 +78,28 @@ def test_chunks_cover_every_prompt_once_and_balance_the_workers():
     assert [p for c in chunks for p in c.prompts] == [str(i) for i in range(21)]
 
 
+class FakeCluster:
+    """What pool_size reads of ray: the cluster's resources and the free ones."""
+
+    def __init__(self, total, available=None):
+        self.total, self.available = total, available if available is not None else total
+
+    def cluster_resources(self):
+        return self.total
+
+    def available_resources(self):
+        return self.available
+
+
 def test_pool_size_and_an_impossible_request():
-    assert pool_size(RayOptions(num_workers=3), {"CPU": 2}, {"CPU": 2}) == 3
-    assert pool_size(RayOptions(num_gpus=1), {"CPU": 16, "GPU": 8}, {"CPU": 16, "GPU": 8}) == 8
-    assert pool_size(RayOptions(num_gpus=2), {"GPU": 8}, {}) == 4
-    assert pool_size(RayOptions(num_cpus=2), {"CPU": 16}, {"CPU": 5}) == 2
+    assert pool_size(RayOptions(num_workers=2), FakeCluster({"CPU": 2})) == 2
+    assert pool_size(RayOptions(num_gpus=1), FakeCluster({"CPU": 16, "GPU": 8})) == 8
+    assert pool_size(RayOptions(num_gpus=2), FakeCluster({"CPU": 1, "GPU": 8}, {})) == 4
+    assert pool_size(RayOptions(num_cpus=2), FakeCluster({"CPU": 16}, {"CPU": 5})) == 2
     with pytest.raises(UserError, match="num_gpus=1: the Ray cluster has 0 GPU"):
-        check_feasible(RayOptions(num_gpus=1), {"CPU": 2})
+        pool_size(RayOptions(num_gpus=1), FakeCluster({"CPU": 2}))
+    with pytest.raises(UserError, match="num_cpus=4: the Ray cluster has 2 CPU"):
+        pool_size(RayOptions(num_cpus=4), FakeCluster({"CPU": 2}))
 
 
 # ---------------------------------------------------------------- the pool

@@ -90,10 +90,21 @@ _DEATH_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "Wo
                  "NodeDiedError", "OutOfMemoryError", "ObjectLostError", "OwnerDiedError", "LocalRayletDiedError")
 
 
-def death_errors(ray: Any) -> tuple[type[BaseException], ...]:
-    """The Ray exception classes of a dead worker, among those this Ray version has (2.9 ... 2.60)."""
-    found = (getattr(ray.exceptions, n, None) for n in _DEATH_ERRORS)
+def ray_error_classes(ray: Any, names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """The classes of ``ray.exceptions`` named, among those this Ray version has (2.9 ... 2.60)."""
+    found = (getattr(ray.exceptions, n, None) for n in names)
     return tuple(c for c in found if isinstance(c, type))
+
+
+def death_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    """The Ray exception classes of a dead worker (or node)."""
+    return ray_error_classes(ray, _DEATH_ERRORS)
+
+
+def last_line(exc: BaseException) -> str:
+    """A Ray error's own last line (the cause), without terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), type(exc).__name__)[:200]
 
 
 def first_line(exc: BaseException | str, limit: int = 300) -> str:
@@ -104,17 +115,21 @@ def first_line(exc: BaseException | str, limit: int = 300) -> str:
 def startup_failure(exc: BaseException) -> None:
     """An actor that could not even start (e.g. ``unibench`` missing or another version on a node) fails the same
     way on every retry: one line instead."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    if "creation task" not in text:
+    if "creation task" not in str(exc):
         return
-    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-    raise UserError(f"--executor ray: a Ray worker could not start ({last[:200]}); every node needs mer-unibench "
+    raise UserError(f"--executor ray: a Ray worker could not start ({last_line(exc)}); every node needs mer-unibench "
                     "installed (the same version) with the model's extra")
 
 
 def pool_size(options: RayOptions, ray: Any) -> int:
-    """Actors in the pool: ``num_workers``, else one per GPU (``num_gpus`` > 0), else one per free CPU."""
+    """Actors in the pool: ``num_workers``, else one per GPU (``num_gpus`` > 0), else one per free CPU. A pool
+    the cluster cannot hold is refused in one line: its extra actors would wait for ever."""
     total = ray.cluster_resources()
+    for kind, per_actor in (("GPU", options.num_gpus), ("CPU", options.num_cpus)):
+        if per_actor > total.get(kind, 0) + 1e-9:
+            raise UserError(f"--ray-args num_{kind.lower()}s={per_actor:g}: the Ray cluster has "
+                            f"{total.get(kind, 0):g} {kind}(s) in all, so no worker could start; lower "
+                            f"num_{kind.lower()}s or add nodes")
     if options.num_workers:
         need = {"CPU": options.num_workers * options.num_cpus, "GPU": options.num_workers * options.num_gpus}
         for kind, amount in need.items():

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import socket
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from unibench.errors import UserError
 from unibench.errors import log as _log
 from unibench.metrics.extraction import ExtractionContext
 from unibench.metrics.llm import LLMExtractor, ResultGroup
-from unibench.ray_executor import RayOptions, require_ray
+from unibench.ray_executor import RayOptions, death_errors, last_line, pool_size, ray_error_classes, require_ray
 from unibench.strict import first_line
 
 MIN_CHUNK = 8             # prompts per chunk at least (and at least the backend's stream_chunk)
@@ -125,21 +124,7 @@ class Chunk:
     attempts: int = 0     # times an actor died holding it
 
 
-# Ray errors meaning "the actor (or its node) is gone", not "the code raised"; names, as Ray versions differ.
-DEATHS = ("RayActorError", "WorkerCrashedError", "ObjectLostError", "NodeDiedError", "OutOfMemoryError",
-          "LocalRayletDiedError")
 UNSCHEDULABLE = ("ActorUnschedulableError",)
-
-
-def ray_errors(ray: Any, names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
-    found = (getattr(ray.exceptions, name, None) for name in names)
-    return tuple(c for c in found if isinstance(c, type))
-
-
-def last_line(exc: BaseException) -> str:
-    """A Ray error's own last line (the cause), without terminal colours."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), type(exc).__name__)[:200]
 
 
 def chunk_size(n: int, workers: int, stream_chunk: int) -> int:
@@ -150,24 +135,6 @@ def chunk_size(n: int, workers: int, stream_chunk: int) -> int:
 
 def make_chunks(prompts: list[str], size: int) -> list[Chunk]:
     return [Chunk(start, prompts[start:start + size]) for start in range(0, len(prompts), size)]
-
-
-def pool_size(options: RayOptions, cluster: dict[str, float], available: dict[str, float]) -> int:
-    """num_workers, else one actor per GPU of the cluster (num_gpus > 0), else one per free CPU."""
-    if options.num_workers:
-        return options.num_workers
-    if options.num_gpus > 0:
-        return max(1, int(cluster.get("GPU", 0) // options.num_gpus))
-    return max(1, int(available.get("CPU", 1) // (options.num_cpus or 1)))
-
-
-def check_feasible(options: RayOptions, cluster: dict[str, float]) -> None:
-    """An actor asking more than the whole cluster has would wait forever: say so instead."""
-    for name, wanted in (("GPU", options.num_gpus), ("CPU", options.num_cpus)):
-        have = cluster.get(name, 0.0)
-        if wanted > have:
-            raise UserError(f"--ray-args num_{name.lower()}s={wanted:g}: the Ray cluster has {have:g} {name}(s) in "
-                            f"all, so no extraction worker could start; lower num_{name.lower()}s or add nodes")
 
 
 # ---------------------------------------------------------------- the pool
@@ -194,9 +161,7 @@ class ExtractionPool:
             ray = require_ray()
             if not ray.is_initialized():  # the CLI connects first (unibench.ray_executor.connect)
                 raise UserError("--executor ray: Ray is not connected (unibench.ray_executor.connect first)")
-            cluster = ray.cluster_resources()
-            check_feasible(self.options, cluster)
-            self._size = pool_size(self.options, cluster, ray.available_resources())
+            self._size = pool_size(self.options, ray)
             self._actor_class = ray.remote(ExtractionWorker).options(
                 num_cpus=self.options.num_cpus, num_gpus=self.options.num_gpus, max_restarts=0,
                 max_task_retries=0)
@@ -264,10 +229,10 @@ class ExtractionPool:
         """The chunk's answers as a group; None when it goes back in the queue (its actor died)."""
         try:
             answers: ChunkAnswers = self._ray.get(ref)
-        except ray_errors(self._ray, UNSCHEDULABLE) as exc:
+        except ray_error_classes(self._ray, UNSCHEDULABLE) as exc:
             raise UserError(f"--executor ray: an extraction worker cannot be placed ({first_line(exc)}); "
                             "check --ray-args num_gpus / num_cpus against the cluster") from None
-        except ray_errors(self._ray, DEATHS) as exc:
+        except death_errors(self._ray) as exc:
             if "creation task" in str(exc):  # it could not even start (unibench or the backend's class missing
                 # on a node): every replacement would fail the same way
                 raise UserError(f"--executor ray: an extraction worker could not start ({last_line(exc)}); every "
