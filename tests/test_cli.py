@@ -296,3 +296,14 @@ def test_list_samples_prints_the_test_split(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["m1", "m2", "m3", "m4"]
     assert main(["--list-samples", "--task", "mer2023,cmumosi", "--data-root", str(bench["data"])]) == 0
     assert capsys.readouterr().out.splitlines()[:2] == ["mer2023\tm1", "mer2023\tm2"]
+
+
+def test_executor_ray_on_a_replay_scores_here_without_ray(bench, tmp_path, capsys, monkeypatch):
+    """Nothing to spread over workers (existing answers, no LLM extraction): no Ray needed, one note, same row."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: it must not be imported
+    out, err = _run_ok(capsys, _args(bench, tmp_path, **{"--executor": "ray", "--ray-args": "num_workers=2"}))
+    assert "note: --executor ray: nothing to spread over workers" in err
+    rows = (tmp_path / "out" / "leaderboard.csv").read_text(encoding="utf-8")
+    assert "toy-model" in rows
+    _fails(capsys, _args(bench, tmp_path, **{"--executor": "ray", "--ray-args": "num_workers=-1"}), "--ray-args")
+    _fails(capsys, _args(bench, tmp_path, **{"--ray-args": "num_workers=2"}), "need --executor ray")

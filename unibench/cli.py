@@ -178,7 +178,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                        bootstrap_seed=args.bootstrap_seed, closed_set=args.closed_set,
                        extra_metadata={"extraction_stats": extractor.stats} if isinstance(extractor, LLMExtractor) else {})
     executor = pool = None
-    if args.executor == "ray":
+    if args.executor == "ray" and not (adapter.generates or isinstance(extractor, LLMExtractor)):
+        from unibench.ray_executor import parse_ray_args
+
+        parse_ray_args(args.ray_args)  # still checked
+        print("note: --executor ray: nothing to spread over workers (existing answers, no LLM extraction); "
+              "scoring here", file=sys.stderr)
+    elif args.executor == "ray":
         from unibench.ray_executor import RayExecutor, connect, parse_ray_args
 
         ray_options = parse_ray_args(args.ray_args)
