@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import numpy as np
 
 DEFAULT_RESAMPLES = 1000
+# the resamples are a (resamples, samples) matrix: 10 000 x CMU-MOSEI's 4 659 samples is 373 MB (x2 while drawn)
+MAX_RESAMPLES = 10_000
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95
 KINDS = ("hit", "sentiment", "ov")          # basic tasks | sentiment tasks | open vocabulary

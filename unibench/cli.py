@@ -157,6 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size, --jobs and --bootstrap must be 0 or more, --limit at least 1")
     if args.bootstrap_seed < 0:
         raise UserError("--bootstrap-seed must be 0 or more")
+    from unibench.metrics.bootstrap import MAX_RESAMPLES
+
+    if args.bootstrap > MAX_RESAMPLES:
+        raise UserError(f"--bootstrap {args.bootstrap}: at most {MAX_RESAMPLES} resamples (memory grows with "
+                        "resamples x test samples; 1000, the default, gives stable 95% intervals)")
     shard = parse_shard(args.shard) if args.shard else None
     if shard and not adapter.generates:
         raise UserError(f"--shard splits a model's inference; model '{adapter.name}' does not generate answers")

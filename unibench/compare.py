@@ -21,12 +21,11 @@ import numpy as np
 
 from unibench.errors import UserError
 from unibench.metrics.bootstrap import (DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED, KIND_OF_FAMILY,
-                                        SampleScores, align, paired_difference, percentile_interval,
+                                        MAX_RESAMPLES, SampleScores, align, paired_difference, percentile_interval,
                                         replicates, resample_counts)
 from unibench.strict import ArgumentParser, one_line
 from unibench.tasks.base import TASKS
 
-MAX_RESAMPLES = 10_000     # counts are a (resamples, n) float matrix: 10 000 x 4 000 samples is 320 MB
 ALPHA = 0.05
 SHOWN_NAMES = 8
 

@@ -716,6 +716,13 @@ def main(argv: list[str]) -> int:
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a results folder")
+    from unibench.metrics.bootstrap import MAX_RESAMPLES
+
+    if args.resamples > MAX_RESAMPLES:
+        raise UserError(f"--resamples {args.resamples}: at most {MAX_RESAMPLES} (memory grows with resamples x "
+                        "test samples)")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {args.seed}")
     if args.resamples < 1:
         raise UserError(f"--resamples must be at least 1, got {args.resamples}")
     if args.paper_row is not None and args.reproduce is None:
