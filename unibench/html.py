@@ -266,7 +266,7 @@ def _wheel_sets(row: dict[str, str]) -> str:
 def _samples_section(output: Path, entry: dict[str, Any]) -> str:
     relative = entry.get("samples_csv")
     if not relative:
-        return '<p class="note">No per-sample file for the selected answer file.</p>'
+        return '<p class="note">No per-sample file for the selected answer file (the run had --log-samples none; rerun with --log-samples best to see the worst samples).</p>'
     path = Path(output) / str(relative)
     if not path.is_file():
         return f'<p class="note">Per-sample file <code>{_e(path)}</code> not found.</p>'
