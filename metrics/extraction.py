@@ -37,6 +37,9 @@ class Extractor:
     Options: ClassVar[type] = NoOptions
     # False for extractors that are not the published LLM protocol: results say so.
     paper_protocol: ClassVar[bool] = True
+    # True for extractors that answer free prompts (`complete`): the LLM steps beyond prompts A and B (the
+    # synonym grouping, the closed-set prompts) need one.
+    answers_prompts: ClassVar[bool] = False
 
     def __init__(self, options: Any = None, context: ExtractionContext | None = None):
         self.options = options if options is not None else self.Options()
@@ -61,6 +64,11 @@ class Extractor:
 
     def extract_sentiment(self, ov_answers: Sequence[str]) -> list[str | None]:
         raise NotImplementedError
+
+    def complete(self, prompts: Sequence[str], what: str = "prompts", postprocess: bool = True) -> list[str | None]:
+        """One (post-processed) answer per prompt, None where it failed; only where ``answers_prompts``."""
+        raise UserError(f"extractor '{self.name}' does not answer free prompts (an LLM backend does: "
+                        "vllm, hf or openai)")
 
     def preflight(self) -> None:
         """Cheap checks before any sample is answered or extracted (e.g. that a server is there); raise

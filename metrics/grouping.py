@@ -55,9 +55,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from unibench.errors import UserError
-from unibench.labels import normalise_labels, postprocess_llm_answer
+from unibench.labels import normalise_labels
 from unibench.prompts import PROMPT_GROUPING, prompt_grouping, prompt_hash
 from unibench.metrics.scores import TaskScore
+from unibench.metrics.extraction import Extractor
 
 _BRACKETS = re.compile(r"[\[\]]")
 _QUOTES = re.compile(r"['\"]")
@@ -164,43 +165,31 @@ def _check_grouping_header(path: Path) -> None:
 
 # ---------------------------------------------------------------- asking the LLM
 
-def can_group(extractor: Any) -> bool:
-    return extractor is not None and (callable(getattr(extractor, "complete", None))
-                                      or callable(getattr(extractor, "generate", None)))
+def can_group(extractor: Extractor | None) -> bool:
+    return extractor is not None and extractor.answers_prompts
 
 
-def require_grouper(extractor: Any, cache: Mapping[str, str] | None) -> None:
+def require_grouper(extractor: Extractor | None, cache: Mapping[str, str] | None) -> None:
     """Stop before any work when neither an LLM nor cached groupings are available."""
     if cache is not None or can_group(extractor):
         return
     if extractor is None:
         raise UserError("the grouping metric needs an LLM (--extractor vllm|hf|openai) or cached groupings "
                         "(--grouping-cache DIR in the MER2024 openset-synonym layout)")
-    raise UserError(f"extractor '{getattr(extractor, 'name', '?')}' cannot group labels: the grouping metric "
+    raise UserError(f"extractor '{extractor.name}' cannot group labels: the grouping metric "
                     "needs an LLM backend (--extractor vllm|hf|openai) or --grouping-cache DIR")
 
 
-def ask_llm(extractor: Any, merged: Sequence[Sequence[str]]) -> list[str | None]:
-    """One grouping answer per U (post-processed; None = failed).
-
-    LLM backends' ``complete`` dedups prompts and goes through the extraction
-    cache; any other object with ``generate(prompts) -> list[str | None]``
-    works too (dedup only).
-    """
+def ask_llm(extractor: Extractor, merged: Sequence[Sequence[str]]) -> list[str | None]:
+    """One grouping answer per U (post-processed; None = failed), through the extractor's ``complete``:
+    LLM backends dedup the prompts and go through the extraction cache."""
     prompts = [prompt_grouping(list(u)) for u in merged]
     if not prompts:
         return []
-    complete = getattr(extractor, "complete", None)
-    if callable(complete):
-        return list(complete(prompts, what="grouping"))
-    distinct = list(dict.fromkeys(prompts))
-    answers = list(extractor.generate(distinct))
-    if len(answers) != len(distinct):
-        raise UserError(f"extractor '{getattr(extractor, 'name', '?')}' returned {len(answers)} groupings "
-                        f"for {len(distinct)} prompts")
-    by_prompt = {p: (postprocess_llm_answer(a) if isinstance(a, str) and a.strip() else None)
-                 for p, a in zip(distinct, answers)}
-    return [by_prompt[p] for p in prompts]
+    answers = list(extractor.complete(prompts, what="grouping"))
+    if len(answers) != len(prompts):
+        raise UserError(f"extractor '{extractor.name}' returned {len(answers)} groupings for {len(prompts)} prompts")
+    return answers
 
 
 # ---------------------------------------------------------------- the metric
@@ -305,7 +294,7 @@ def grouping_identity(extractor: Any, cache_label: str | None) -> dict[str, Any]
         try:
             ident = extractor.identity()
         except Exception:  # identity is informative only; never fail a run over it
-            ident = {"backend": getattr(extractor, "name", "?")}
+            ident = {"backend": extractor.name}  # type: ignore[union-attr]
     return {"prompt": prompt_hash(PROMPT_GROUPING), "merged_order": U_ORDER, "cache": cache_label,
             "extractor": ident}
 

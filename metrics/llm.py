@@ -191,6 +191,7 @@ class LLMExtractor(Extractor):
 
     Options: ClassVar[type] = LLMOptions
     paper_protocol: ClassVar[bool] = True
+    answers_prompts: ClassVar[bool] = True
     # A backend that can only hand answers back per call commits one call at a time;
     # keep calls small enough that a kill loses little.
     stream_chunk: ClassVar[int] = 8

@@ -332,3 +332,19 @@ def toy_counts(monkeypatch):
 
     for tid, gt in TOY_GT.items():
         monkeypatch.setitem(TASKS, tid, dataclasses.replace(TASKS[tid], expected_count=len(gt)))
+
+
+class AnswersPrompts:
+    """Mixin for test extractors: answer free prompts (``complete``, as the grouping metric asks) with the
+    class's ``generate(prompts)``: distinct prompts once, post-processed as an LLM backend's answers are."""
+
+    answers_prompts = True
+
+    def complete(self, prompts, what="prompts", postprocess=True):
+        from unibench.labels import postprocess_llm_answer
+
+        distinct = list(dict.fromkeys(prompts))
+        answers = self.generate(distinct)
+        by_prompt = {p: (postprocess_llm_answer(a) if isinstance(a, str) and a.strip() else None)
+                     for p, a in zip(distinct, answers)}
+        return [by_prompt[p] for p in prompts]

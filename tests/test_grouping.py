@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fixtures import tiny_lexicon, tiny_lexicon_dir, write_csv, write_run, write_task  # noqa: F401  (fixtures)
+from fixtures import AnswersPrompts
 from unibench.cli import main
 from unibench.errors import UserError
 from unibench.metrics.extraction import Extractor
@@ -21,7 +22,7 @@ from unibench.prompts import PROMPT_GROUPING, prompt_grouping
 REFERENCE = {"accuracy": 0.581777108433735, "recall": 0.4977911646586345, "average": 0.5397841365461847}
 
 
-class ScriptedLLM(Extractor):
+class ScriptedLLM(AnswersPrompts, Extractor):
     """An extractor whose generate(prompts) -> list[str | None] groups. Records what it was asked."""
 
     name = "scripted"
@@ -216,11 +217,10 @@ def test_nothing_to_group_with_is_one_line():
     with pytest.raises(UserError, match="needs an LLM"):
         grouping_scores({"a": ["x"]}, {"a": ["y"]})
 
-    class Lexiconish:
-        name = "lexicon"
+    from unibench.metrics.backends.lexicon import LexiconExtractor
 
     with pytest.raises(UserError, match="extractor 'lexicon' cannot group labels"):
-        grouping_scores({"a": ["x"]}, {"a": ["y"]}, extractor=Lexiconish())
+        grouping_scores({"a": ["x"]}, {"a": ["y"]}, extractor=LexiconExtractor())
     with pytest.raises(UserError, match="--ov-metric must be one of"):
         prepare_grouping("f1", None, None, ["ov"])
     assert prepare_grouping("ew", None, None, ["ov"]) is None

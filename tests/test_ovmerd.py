@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures import tiny_lexicon, tiny_lexicon_dir, write_answer_npz, write_csv  # noqa: F401  (fixtures)
+from fixtures import AnswersPrompts, tiny_lexicon, tiny_lexicon_dir, write_answer_npz, write_csv  # noqa: F401  (fixtures)
 from unibench.cli import main
 from unibench.errors import UserError
 from unibench.metrics.extraction import Extractor
@@ -106,7 +106,7 @@ def test_synthetic_ovmerd_grouping_with_a_scripted_llm(tmp_path, tiny_lexicon):
     assert result["grouping"]["extractor"] == {"backend": "first-letter"}
 
 
-class FirstLetterLLM(Extractor):
+class FirstLetterLLM(AnswersPrompts, Extractor):
     """A scripted 'LLM': groups the words of U by their first letter (sorted groups, sorted words)."""
 
     name = "first-letter"
