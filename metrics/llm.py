@@ -238,6 +238,11 @@ class LLMExtractor(Extractor):
     def prepare(self) -> None:
         """Load the model / connect, before the first generation (timed apart from it). Backends override."""
 
+    def replicas(self) -> tuple[int, float]:
+        """(engine replicas, GPUs each) this extractor's options ask for; (1, 0) = one engine, here. A backend
+        with a data-parallel option overrides it; the run then spreads the prompts over that many Ray actors."""
+        return 1, 0.0
+
     def model_identity(self) -> str:
         """What identifies the model in cache keys (content fingerprint of a local folder)."""
         return model_fingerprint(str(self.options.model))

@@ -274,3 +274,23 @@ def test_a_worker_that_cannot_start_is_one_line(tmp_path, monkeypatch):
     finally:
         ex.generation_pool.close()
     assert "\n" not in str(info.value)
+
+
+def test_data_parallel_replicas_become_the_pool():
+    """--extractor-args data_parallel_size=N: N actors, each with tensor_parallel_size GPUs, even without
+    --executor ray; one engine: no pool unless --executor ray gives one."""
+    from unibench.metrics.backends.vllm_backend import VLLMExtractor, VLLMOptions
+    from unibench.ray_extraction import pool_options
+
+    replicated = VLLMExtractor(VLLMOptions(model="m", data_parallel_size=4, tensor_parallel_size=2), engine=object())
+    assert replicated.replicas() == (4, 2.0)
+    assert pool_options(replicated, None) == RayOptions(num_workers=4, num_gpus=2.0)
+    assert pool_options(replicated, RayOptions(num_workers=9, num_cpus=3, max_retries=5)) == RayOptions(
+        num_workers=4, num_gpus=2.0, num_cpus=3, max_retries=5)
+    single = VLLMExtractor(VLLMOptions(model="m"), engine=object())
+    assert single.replicas() == (1, 0.0) and pool_options(single, None) is None
+    given = RayOptions(num_workers=2)
+    assert pool_options(single, given) is given
+    assert replicated.identity()["data_parallel_size"] == 4
+    with pytest.raises(UserError, match="data_parallel_size must be at least 1"):
+        VLLMExtractor(VLLMOptions(model="m", data_parallel_size=0), engine=object())

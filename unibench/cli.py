@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from unibench.errors import UserError
 from unibench.strict import ArgumentParser, one_line
@@ -123,6 +124,43 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def start_workers(args: argparse.Namespace, adapter: Any, extractor: Any, config: Any) -> list[Any]:
+    """The Ray pools this run uses (closed by the caller): with ``--executor ray`` the model's workers
+    (``config.executor``) and an LLM extractor's; with a local run, an extractor asking for engine replicas
+    (``data_parallel_size=N``) gets N actors. Ray is imported only here, and only when needed."""
+    from unibench.metrics.llm import LLMExtractor
+
+    llm = extractor if isinstance(extractor, LLMExtractor) else None
+    replicated = llm is not None and llm.replicas()[0] > 1
+    if args.executor == "local" and not replicated:
+        if args.ray_args or args.ray_address:
+            raise UserError("--ray-address and --ray-args need --executor ray (or an extractor with "
+                            "data_parallel_size > 1)")
+        return []
+    from unibench.ray_executor import parse_ray_args
+
+    options = parse_ray_args(args.ray_args)
+    if not (adapter.generates or llm is not None):
+        print("note: --executor ray: nothing to spread over workers (existing answers, no LLM extraction); "
+              "scoring here", file=sys.stderr)
+        return []
+    from unibench.ray_executor import RayExecutor, connect
+
+    connect(args.ray_address, options)
+    workers: list[Any] = []
+    if args.executor == "ray" and adapter.generates:
+        config.executor = RayExecutor(options)
+        workers.append(config.executor)
+    if llm is not None:
+        from unibench.ray_extraction import ExtractionPool, pool_options
+
+        wanted = pool_options(llm, options)
+        if wanted is not None:
+            llm.generation_pool = ExtractionPool(llm, wanted)
+            workers.append(llm.generation_pool)
+    return workers
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from unibench.adapters.base import make_adapter
     from unibench.metrics.lexicon import load_lexicon
@@ -182,32 +220,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                        log_samples=args.log_samples, jobs=args.jobs, bootstrap=args.bootstrap, shard=shard,
                        bootstrap_seed=args.bootstrap_seed, closed_set=args.closed_set,
                        extra_metadata={"extraction_stats": extractor.stats} if isinstance(extractor, LLMExtractor) else {})
-    executor = pool = None
-    if args.executor == "ray" and not (adapter.generates or isinstance(extractor, LLMExtractor)):
-        from unibench.ray_executor import parse_ray_args
-
-        parse_ray_args(args.ray_args)  # still checked
-        print("note: --executor ray: nothing to spread over workers (existing answers, no LLM extraction); "
-              "scoring here", file=sys.stderr)
-    elif args.executor == "ray":
-        from unibench.ray_executor import RayExecutor, connect, parse_ray_args
-
-        ray_options = parse_ray_args(args.ray_args)
-        connect(args.ray_address, ray_options)
-        if adapter.generates:
-            executor = config.executor = RayExecutor(ray_options)
-        if isinstance(extractor, LLMExtractor):
-            from unibench.ray_extraction import ExtractionPool
-
-            pool = extractor.generation_pool = ExtractionPool(extractor, ray_options)
-    elif args.ray_address or args.ray_args:
-        raise UserError("--ray-address and --ray-args need --executor ray")
+    workers = start_workers(args, adapter, extractor, config)
     try:
         rows = run(adapter, config, lexicon, extractor=extractor, infer=infer)
     finally:
-        for part in (executor, pool):
-            if part is not None:
-                part.close()
+        for part in workers:
+            part.close()
         if extractor is not None:
             from unibench.metrics.llm import format_stats, stats_worth_reporting
 

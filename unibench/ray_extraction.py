@@ -271,3 +271,14 @@ class ExtractionPool:
         for worker in self._workers:
             self._kill(worker)
         self._workers = []
+
+
+def pool_options(extractor: LLMExtractor, ray_options: RayOptions | None) -> RayOptions | None:
+    """The extraction pool a run needs: the ``--ray-args`` one with ``--executor ray``; else one actor per
+    engine replica when the extractor asks for several (``--extractor-args data_parallel_size=N``, each
+    replica on ``tensor_parallel_size`` GPUs); else None (one engine, in this process)."""
+    replicas, gpus = extractor.replicas()
+    if replicas > 1:
+        base = ray_options or RayOptions()
+        return RayOptions(num_workers=replicas, num_gpus=gpus, num_cpus=base.num_cpus, max_retries=base.max_retries)
+    return ray_options

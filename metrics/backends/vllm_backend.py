@@ -33,6 +33,9 @@ _request_ids = itertools.count()
 class VLLMOptions(LLMOptions):
     batch_size: int = 0               # prompts per submission; 0 = all of a call at once (published: 8)
     tensor_parallel_size: int = 1
+    # engine replicas, each on tensor_parallel_size GPUs: the prompts are spread over them as Ray actors
+    # (vLLM's offline data parallelism is one engine per replica too); answers do not change
+    data_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None  # None = the model's own limit (lower it to fit a small GPU)
     dtype: str = "auto"
@@ -177,6 +180,8 @@ class VLLMExtractor(LLMExtractor):
                             f"got {o.gpu_memory_utilization}")
         if o.tensor_parallel_size < 1:
             raise UserError(f"--extractor-args: tensor_parallel_size must be at least 1, got {o.tensor_parallel_size}")
+        if o.data_parallel_size < 1:
+            raise UserError(f"--extractor-args: data_parallel_size must be at least 1, got {o.data_parallel_size}")
         if o.max_model_len is not None and o.max_model_len < 1:
             raise UserError(f"--extractor-args: max_model_len must be at least 1, got {o.max_model_len}")
         self._llm = engine
@@ -186,7 +191,11 @@ class VLLMExtractor(LLMExtractor):
     def backend_identity(self) -> dict[str, Any]:
         o = self.options
         return {"batch_size": o.batch_size or "all", "tensor_parallel_size": o.tensor_parallel_size,
-                "dtype": o.dtype, "max_model_len": o.max_model_len}
+                "data_parallel_size": o.data_parallel_size, "dtype": o.dtype, "max_model_len": o.max_model_len}
+
+    def replicas(self) -> tuple[int, float]:
+        o = self.options
+        return (o.data_parallel_size, float(o.tensor_parallel_size)) if o.data_parallel_size > 1 else (1, 0.0)
 
     def _load(self) -> None:
         if self._llm is None:
