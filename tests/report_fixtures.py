@@ -7,6 +7,8 @@ of unibench.reports, so a bug in one cannot hide behind the same bug in the othe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,15 @@ def closed_set_summary() -> dict[str, Any]:
             "accuracy": correct / n, "weighted_f1": correct / n - 0.02,
             "n_no_class": int(sum(r[-1] for r in confusion)),
             "confusion": confusion, "flags": ["closed-set:lexicon"], "note": "invented for the tests"}
+
+
+def replay_affectgpt(shared_data: Path, out: Path) -> Path:
+    """A real results folder: AffectGPT's seven released checkpoints on MER2023 and CMU-MOSI, replayed by a
+    run_bench process into ``out``."""
+    sample = shared_data / "mer-unibench-sample"
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "run_bench.py"), "--model",
+                    "replay", "--model-args", f"path={sample / 'outputs' / 'affectgpt'}", "--task", "mer2023,cmumosi",
+                    "--data-root", str(sample / "dataset"), "--lexicon",
+                    str(shared_data / "emotion_wheel-affectgpt2025"), "--output", str(out)],
+                   check=True, capture_output=True)
+    return out

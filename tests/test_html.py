@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import build_report_data, closed_set_summary
+from report_fixtures import build_report_data, closed_set_summary, replay_affectgpt
 from unibench.html import render_html, worst_samples
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,12 +21,7 @@ HOSTILE = "<script>alert(1)</script>"
 @pytest.fixture(scope="module")
 def affectgpt(shared_data, tmp_path_factory):
     """AffectGPT's seven released checkpoints on MER2023 and CMU-MOSI (a real results folder)."""
-    sample = shared_data / "mer-unibench-sample"
-    out = tmp_path_factory.mktemp("res")
-    subprocess.run([sys.executable, str(REPO / "run_bench.py"), "--model", "replay", "--model-args",
-                    f"path={sample / 'outputs' / 'affectgpt'}", "--task", "mer2023,cmumosi", "--data-root",
-                    str(sample / "dataset"), "--lexicon", str(shared_data / "emotion_wheel-affectgpt2025"),
-                    "--output", str(out)], check=True, capture_output=True)
+    out = replay_affectgpt(shared_data, tmp_path_factory.mktemp("res"))
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from report_fixtures import build_report_data, closed_set_summary
+from report_fixtures import build_report_data, closed_set_summary, replay_affectgpt
 
 pytest.importorskip("matplotlib")
 
@@ -34,12 +34,7 @@ def assert_png(png: bytes, min_w: int = 300, min_h: int = 150, max_bytes: int = 
 @pytest.fixture(scope="module")
 def affectgpt(shared_data, tmp_path_factory):
     """AffectGPT's seven released checkpoints on MER2023 and CMU-MOSI, with the published rows."""
-    sample = shared_data / "mer-unibench-sample"
-    out = tmp_path_factory.mktemp("res")
-    subprocess.run([sys.executable, str(REPO / "run_bench.py"), "--model", "replay", "--model-args",
-                    f"path={sample / 'outputs' / 'affectgpt'}", "--task", "mer2023,cmumosi", "--data-root",
-                    str(sample / "dataset"), "--lexicon", str(shared_data / "emotion_wheel-affectgpt2025"),
-                    "--output", str(out)], check=True, capture_output=True)
+    out = replay_affectgpt(shared_data, tmp_path_factory.mktemp("res"))
     return out, build_report_data(out, paper=True)
 
 
