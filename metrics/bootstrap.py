@@ -285,28 +285,39 @@ class PairedDifference:
     n: int
     resamples: int
     seed: int
+    replicates: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)   # d* behind lo, hi, p
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "replicates"}
+
+
+def paired_replicates(a: SampleScores, b: SampleScores, metric: str, resamples: int = DEFAULT_RESAMPLES,
+                      seed: int = DEFAULT_SEED, answered_only: bool = True
+                      ) -> tuple[SampleScores, SampleScores, np.ndarray]:
+    """The two files on the samples both have (:func:`align`) and the bootstrap replicates of a - b there,
+    both resampled with the same counts."""
+    a2, b2 = align(a, b, answered_only)
+    counts = resample_counts(a2.n, resamples, seed)
+    return a2, b2, replicates(a2, counts=counts)[metric] - replicates(b2, counts=counts)[metric]
+
+
+def shifted_null_p(d: float, d_star: np.ndarray) -> float:
+    """Two-sided p-value of an observed difference ``d``: the share of its replicates, shifted to mean zero
+    (the null of no difference), at least as far from zero: (1 + #{|d* - mean d*| >= |d|}) / (1 + resamples)."""
+    extreme = int(np.sum(np.abs(d_star - d_star.mean()) >= abs(d) - 1e-12))
+    return min(1.0, (1 + extreme) / (1 + len(d_star)))
 
 
 def paired_difference(a: SampleScores, b: SampleScores, metric: str, resamples: int = DEFAULT_RESAMPLES,
                       seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL,
                       answered_only: bool = True) -> PairedDifference:
-    """a - b on the samples both have, with its paired bootstrap interval and a two-sided p-value.
-
-    Both are resampled with the same counts. The p-value is the share of replicates of the difference,
-    shifted to mean zero (the null of no difference), at least as far from zero as the observed one:
-    (1 + #{|d* - d| >= |d|}) / (1 + resamples)."""
-    a2, b2 = align(a, b, answered_only)
+    """a - b on the samples both have, with its paired bootstrap interval and a two-sided p-value
+    (:func:`paired_replicates`, :func:`shifted_null_p`)."""
+    a2, b2, d_star = paired_replicates(a, b, metric, resamples, seed, answered_only)
     pa, pb = point_estimates(a2)[metric], point_estimates(b2)[metric]
-    counts = resample_counts(a2.n, resamples, seed)
-    d_star = replicates(a2, counts=counts)[metric] - replicates(b2, counts=counts)[metric]
     d = pa - pb
     lo, hi = percentile_interval(d_star, level)
-    extreme = int(np.sum(np.abs(d_star - d_star.mean()) >= abs(d) - 1e-12))
-    p = (1 + extreme) / (1 + resamples)
-    return PairedDifference(metric, pa, pb, d, lo, hi, min(1.0, p), a2.n, resamples, seed)
+    return PairedDifference(metric, pa, pb, d, lo, hi, shifted_null_p(d, d_star), a2.n, resamples, seed, d_star)
 
 
 @dataclass

@@ -21,8 +21,8 @@ import numpy as np
 
 from unibench.errors import UserError
 from unibench.metrics.bootstrap import (DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED, KIND_OF_FAMILY,
-                                        MAX_RESAMPLES, SampleScores, align, paired_difference, percentile_interval,
-                                        replicates, resample_counts)
+                                        MAX_RESAMPLES, SampleScores, paired_difference, percentile_interval,
+                                        shifted_null_p)
 from unibench.strict import ArgumentParser, one_line
 from unibench.tasks.base import TASKS
 
@@ -128,21 +128,6 @@ def scores_path(side: Side, task_id: str, label: str) -> Path:
 
 # ---------------------------------------------------------------- statistics
 
-def paired_replicates(a: SampleScores, b: SampleScores, metric: str, resamples: int = DEFAULT_RESAMPLES,
-                      seed: int = DEFAULT_SEED) -> np.ndarray:
-    """The bootstrap replicates of a - b behind :func:`paired_difference` (same alignment, same counts)."""
-    a2, b2 = align(a, b)
-    counts = resample_counts(a2.n, resamples, seed)
-    return replicates(a2, counts=counts)[metric] - replicates(b2, counts=counts)[metric]
-
-
-def shifted_null_p(d: float, d_star: np.ndarray) -> float:
-    """Two-sided p-value as paired_difference computes it: replicates shifted to mean zero (no difference),
-    share at least as far from zero as the observed difference: (1 + #extreme) / (1 + resamples)."""
-    extreme = int(np.sum(np.abs(d_star - d_star.mean()) >= abs(d) - 1e-12))
-    return min(1.0, (1 + extreme) / (1 + len(d_star)))
-
-
 def holm(p_values: list[float]) -> list[float]:
     """Holm's step-down adjustment, in the input order: sorted p_(i) times (k - i), running maximum, cap 1."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
@@ -200,9 +185,8 @@ def compare_task(task_id: str, a_file: str, b_file: str, a: SampleScores, b: Sam
     if n == 0:
         raise _NotCompared(f"no sample that both answered ({len(common)} held by both)")
     pd = paired_difference(a, b, metric, resamples, seed, DEFAULT_LEVEL)
-    d_star = paired_replicates(a, b, metric, resamples, seed)
     return TaskComparison(task_id, metric, a_file, b_file, pd.a, pd.b, pd.difference, pd.lo, pd.hi, pd.p_value,
-                          pd.n, len(common) - n, a.n - len(common), b.n - len(common), replicates=d_star)
+                          pd.n, len(common) - n, a.n - len(common), b.n - len(common), replicates=pd.replicates)
 
 
 def compare_mean(rows: list[TaskComparison]) -> MeanComparison:
