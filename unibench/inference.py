@@ -238,19 +238,17 @@ def shard_log_path(log_path: Path, index: int, n: int) -> Path:
     return log_path.with_name(f"{log_path.stem}.shard-{index}-of-{n}.jsonl")
 
 
-def _finish_shard(adapter: Adapter, task: TaskData, config: "RunConfig", run: AnswerRun | None,
-                  log_path: Path, latest: dict[str, dict[str, Any]], names: list[str],
+def _finish_shard(task: TaskData, config: "RunConfig", run: AnswerRun | None, log_path: Path,
+                  answers: dict[str, Any], failed: list[tuple[str, str]], n_samples: int,
                   npz_path: Path) -> AnswerSet:
     """Say what the shard holds (the runner stops with :class:`ShardDone` once every task is answered)."""
     index, n = config.shard
-    answers = {x: latest[x].get("answer") or "" for x in names if x in latest and latest[x].get("error") is None}
-    failed = [(x, latest[x]["error"]) for x in names if x in latest and latest[x].get("error") is not None]
     if failed and not answers:
         raise UserError(f"[{task.spec.id}] all {len(failed)} sample(s) of shard {index}/{n} failed (e.g. "
                         f"{failed[0][0]}: {failed[0][1]}); records in {log_path}")
     what = task.spec.id if run is None else f"{task.spec.id} ({run.label})"
     retry = f" ({len(failed)} failed: rerun this shard to retry them)" if failed else ""
-    line = (f"shard {index}/{n} of {what}: {len(answers)} of {len(names)} samples answered in {log_path}{retry}; "
+    line = (f"shard {index}/{n} of {what}: {len(answers)} of {n_samples} samples answered in {log_path}{retry}; "
             f"when all {n} shards are done, run `run_bench merge` with the same arguments (without --shard)")
     say(line)
     # never scored: the runner stops after answering (ShardDone); the shard's answers, for a caller that looks
@@ -529,14 +527,14 @@ def infer_task(adapter: Adapter, task: TaskData, config: "RunConfig", run: Answe
         latest = {rec["name"]: rec for rec in records}
 
     wanted = [s.name for s, _ in samples]
+    answers = {n: latest[n].get("answer") or "" for n in wanted if n in latest and latest[n].get("error") is None}
+    failed = [(n, latest[n]["error"]) for n in wanted if n in latest and latest[n].get("error") is not None]
     if shard is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.touch()  # an empty shard (no sample hashed to it) still shows `merge` that it ran
-        return _finish_shard(adapter, task, config, run, log_path, latest, wanted, npz_path)
-    answers = {n: latest[n].get("answer") or "" for n in wanted if n in latest and latest[n].get("error") is None}
+        return _finish_shard(task, config, run, log_path, answers, failed, len(wanted), npz_path)
     rejected = {n: f"answer is {type(a).__name__}, not text" for n, a in answers.items() if not isinstance(a, str)}
     answers = {n: a for n, a in answers.items() if n not in rejected}
-    failed = [(n, latest[n]["error"]) for n in wanted if n in latest and latest[n].get("error") is not None]
     if failed and not answers:
         raise UserError(f"[{spec.id}] all {len(failed)} sample(s) failed (e.g. {failed[0][0]}: {failed[0][1]}); "
                         f"records in {log_path}")
