@@ -160,7 +160,7 @@ def batch_statistics(files: list[SampleScores], weights: np.ndarray) -> dict[str
         mask = ~np.isnan(p)
         den = w @ mask.reshape(n, -1).astype(np.float64)
         pm = _ratio(w @ np.where(mask, p, 0.0).reshape(n, -1), den).reshape(-1, k, 5)
-        rm = _ratio(w @ np.where(mask, np.nan_to_num(r), 0.0).reshape(n, -1), den).reshape(-1, k, 5)
+        rm = _ratio(w @ np.where(mask, r, 0.0).reshape(n, -1), den).reshape(-1, k, 5)  # r is NaN where p is
         f = _ratio(2 * pm * rm, pm + rm)
         return {"fscore": f.mean(axis=2), "precision": pm.mean(axis=2), "recall": rm.mean(axis=2)}
     kept, t, p = (np.stack([f.values[key] for f in files], axis=1) for key in ("kept", "y_true", "y_pred"))

@@ -145,13 +145,13 @@ def sentiment_scores(gt: Mapping[str, float], pred: Mapping[str, Any], ov_labels
         if value is None:
             unparsed.append(name)
             value = 0
-        kept = float(val) != 0
+        kept, positive, predicted = float(val) != 0, float(val) > 0, value > 0
         all_kept.append(kept)
-        all_true.append(float(val) > 0)
-        all_pred.append(value > 0)
+        all_true.append(positive)
+        all_pred.append(predicted)
         if kept:
-            y_true.append(float(val) > 0)
-            y_pred.append(value > 0)
+            y_true.append(positive)
+            y_pred.append(predicted)
         if rows:
             out.append({"name": name, "gt": float(val),
                         "ov_labels": "" if ov_labels is None else ov_labels.get(name, ""),

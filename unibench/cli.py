@@ -164,12 +164,10 @@ def start_workers(args: argparse.Namespace, adapter: Any, extractor: Any, config
 def cmd_run(args: argparse.Namespace) -> int:
     from unibench.adapters.base import make_adapter
     from unibench.metrics.lexicon import load_lexicon
-    from unibench.results import format_table, printable, read_paper_rows
+    from unibench.results import check_output_folder, format_table, printable, read_paper_rows
     from unibench.runner import RunConfig, run
     from unibench.tasks import resolve_tasks
     from unibench.tasks.base import resolve_data_root
-
-    from unibench.results import check_output_folder
 
     if not args.model:
         raise UserError("--model is required (or --demo, --check-data, --list-models); see run_bench --help")
