@@ -47,12 +47,23 @@ class _Folder:
     resamples: int
     seed: int
     _scores: dict[Path, Any] = field(default_factory=dict)
+    _intervals: dict[Path, dict[str, Any]] = field(default_factory=dict)
 
     def scores(self, path: Path) -> Any:
         """The per-sample scores of one answer file (metrics.bootstrap.SampleScores), None when not written."""
         if path not in self._scores:
             self._scores[path] = _read_scores(path) if path.is_file() else None
         return self._scores[path]
+
+    def intervals(self, path: Path) -> dict[str, Any]:
+        """Intervals computed here from one file's per-sample scores (a run that stored none), once per file:
+        the leaderboard cell and the drill-down both show the selected file's."""
+        if path not in self._intervals:
+            from unibench.metrics.bootstrap import intervals
+
+            scores = self.scores(path)
+            self._intervals[path] = {} if scores is None else intervals(scores, self.resamples, self.seed)
+        return self._intervals[path]
 
 
 def _read_scores(path: Path) -> Any:
@@ -162,15 +173,11 @@ def _our_row(folder: _Folder, model_dir: Path, board_row: dict[str, str], summar
 
 def _interval(folder: _Folder, task_dir: Path, summary: Any, chosen: Any) -> tuple[float | None, float | None]:
     """The 95 % interval of one file's primary score: as the run stored it, else from its per-sample scores."""
-    from unibench.metrics.bootstrap import intervals
     from unibench.results import safe_name
 
     if chosen.interval:
         return _percent(chosen.interval[0]), _percent(chosen.interval[1])
-    scores = folder.scores(task_dir / f"{safe_name(chosen.label)}.scores.npz")
-    if scores is None:
-        return None, None
-    found = intervals(scores, folder.resamples, folder.seed).get(summary.primary_metric)
+    found = folder.intervals(task_dir / f"{safe_name(chosen.label)}.scores.npz").get(summary.primary_metric)
     return (None, None) if found is None else (found.lo * 100, found.hi * 100)
 
 
